@@ -1,0 +1,32 @@
+# Two entry points, both doing the whole set-up on a fresh machine:
+#   make demo   convert the bundled default model and track the bundled sample
+#   make test   run the test suite
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+OUT    ?= out
+
+.PHONY: demo test install clean bench
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and pinned: a looser spec pulls several GB of CUDA wheels
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[train,eval,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) samples/demo.py --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+bench: $(STAMP)
+	$(VENV)/bin/edgetrack bench --json $(OUT)/bench.json
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

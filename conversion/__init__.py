@@ -1,0 +1,1 @@
+"""Published checkpoints -> OpenVINO model bundles (FP32/FP16, NNCF INT8)."""

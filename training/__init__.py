@@ -1,0 +1,1 @@
+"""Torch training pipeline for MixFormerV2 (models, distillation)."""
