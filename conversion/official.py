@@ -1,0 +1,116 @@
+"""Published MixFormerV2 / MixViT checkpoints (``{"net": state_dict}`` files).
+
+``load_official_checkpoint(path, arch)`` returns the torch model in eval mode; its call
+``model(template, online_template, search)`` gives the reference outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from edgetrack.errors import EdgetrackError
+from training.models import build_model, get_config
+
+log = logging.getLogger(__name__)
+
+ARCH_ALIASES = {
+    "mixformerv2_s": "mixformerv2-s",
+    "mixformerv2_b": "mixformerv2-b",
+    "mixvit_b": "mixvit-b",
+    "mixvit_b_teacher": "mixvit-b",
+    "mixvit-b-teacher": "mixvit-b",
+}
+
+
+class CheckpointError(EdgetrackError):
+    """A checkpoint file that cannot be read or does not fit the architecture."""
+
+
+def canonical_arch(arch: str) -> str:
+    key = arch.strip().lower()
+    key = ARCH_ALIASES.get(key, key).replace("_", "-")
+    try:
+        get_config(key)
+    except KeyError as err:
+        raise CheckpointError(str(err.args[0])) from None
+    return key
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``net`` state dict of a checkpoint file, with one clear error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, not a torch file, ...
+        raise CheckpointError(f"checkpoint {path}: cannot be read as a torch file ({type(err).__name__}: {err})") from None
+    if isinstance(ckpt, dict) and "net" in ckpt and isinstance(ckpt["net"], dict):
+        return ckpt["net"]
+    if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt  # a bare state dict
+    raise CheckpointError(f"checkpoint {path}: expected a dict with a 'net' state dict")
+
+
+def _short(keys: list[str], n: int = 6) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, arch: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_short(unexpected)}")
+        raise CheckpointError(f"checkpoint {source} does not fit {arch}: " + "; ".join(parts))
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"checkpoint {source} does not fit {arch}: shape mismatch {_short(wrong, 3)}")
+    model.load_state_dict(sd, strict=True)
+
+
+def load_official_checkpoint(path: str | Path, arch: str) -> torch.nn.Module:
+    """Read a published ``{"net": state_dict}`` checkpoint of ``arch`` into an eval-mode model."""
+    arch = canonical_arch(arch)
+    sd = read_state_dict(path)
+    model = build_model(arch)
+    load_state_dict_strict(model, sd, str(path), arch)
+    log.info("loaded %s checkpoint %s (%d tensors)", arch, path, len(sd))
+    return model.eval()
+
+
+def checkpoint_from_layout(layout: dict | str | Path, seed: int) -> dict:
+    """A test checkpoint made with the conformance recipe (``shared/conformance/README.md``).
+
+    Entry ``i`` gets ``randn(shape, generator=seed+i) * std + mean`` (or ``full(fill)``).
+    Returns ``{"net": state_dict}`` exactly like a published file.
+    """
+    if not isinstance(layout, dict):
+        layout = json.loads(Path(layout).read_text())
+    net = {}
+    for i, e in enumerate(layout["entries"]):
+        shape = tuple(e["shape"])
+        if "fill" in e:
+            dtype = getattr(torch, e.get("dtype", "float32"))
+            net[e["key"]] = torch.full(shape, e["fill"], dtype=dtype)
+        else:
+            g = torch.Generator().manual_seed(int(seed) + i)
+            net[e["key"]] = torch.randn(shape, generator=g, dtype=torch.float32) * e["std"] + e["mean"]
+    return {"net": net}

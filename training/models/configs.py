@@ -1,0 +1,98 @@
+"""Named model configurations (data only; the architecture lives in the model files).
+
+Like timm's registry: a configuration carries its input sizes, crop factors, mean/std and
+tracker defaults next to the architecture numbers, so that a name is all a user passes.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Numbers shared by every MixFormer-family backbone."""
+
+    search_size: int
+    template_size: int
+    depth: int
+    mlp_ratio: float
+    embed_dim: int = 768
+    num_heads: int = 12
+    patch_size: int = 16
+    qkv_bias: bool = True
+    norm_eps: float = 1e-6
+    search_factor: float = 4.5
+    template_factor: float = 2.0
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def feat_sz_s(self) -> int:
+        return self.search_size // self.patch_size
+
+    @property
+    def feat_sz_t(self) -> int:
+        return self.template_size // self.patch_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MixFormerV2Config(ViTConfig):
+    """MixFormerV2: four prediction tokens, MLP distribution head, MLP score head."""
+
+    name: str = "mixformerv2"
+    bins: int = 96
+    # reference tracker default when a dataset has no entry of its own (MAX_SAMPLE_INTERVAL)
+    update_interval: int = 200
+    arch: str = field(default="mixformerv2", init=False)
+
+
+@dataclass(frozen=True)
+class MixViTConfig(ViTConfig):
+    """MixViT teacher: plain MixFormer ViT with the pyramid corner head (CORNER_UP)."""
+
+    name: str = "mixvit"
+    head_channels: int = 384
+    head_stride: int = 4
+    num_classes: int = 1000  # unused ImageNet head kept so published checkpoints load strictly
+    arch: str = field(default="mixvit", init=False)
+
+    @property
+    def score_map_size(self) -> int:
+        return self.search_size // self.head_stride
+
+
+CONFIGS: dict[str, ViTConfig] = {
+    "mixformerv2-s": MixFormerV2Config(
+        name="mixformerv2-s", search_size=224, template_size=112, depth=4, mlp_ratio=1.0
+    ),
+    "mixformerv2-b": MixFormerV2Config(
+        name="mixformerv2-b", search_size=288, template_size=128, depth=8, mlp_ratio=4.0
+    ),
+    "mixvit-b": MixViTConfig(
+        name="mixvit-b", search_size=288, template_size=128, depth=12, mlp_ratio=4.0
+    ),
+    # Tiny configurations for fast pipeline tests (same code paths, small numbers).
+    "mixformerv2-tiny": MixFormerV2Config(
+        name="mixformerv2-tiny", search_size=64, template_size=32, depth=2, mlp_ratio=1.0,
+        embed_dim=64, num_heads=4, bins=16,
+    ),
+    "mixvit-tiny": MixViTConfig(
+        name="mixvit-tiny", search_size=64, template_size=32, depth=3, mlp_ratio=2.0,
+        embed_dim=64, num_heads=4, head_channels=32, num_classes=10,
+    ),
+}
+
+
+def get_config(name: str, **overrides) -> ViTConfig:
+    """The named configuration, optionally with fields replaced."""
+    key = name.lower().replace("_", "-")
+    if key not in CONFIGS:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(CONFIGS))}")
+    cfg = CONFIGS[key]
+    return replace(cfg, **overrides) if overrides else cfg
