@@ -35,8 +35,7 @@ class MixFormerV2Backbone(nn.Module):
         (batch of n_online for a batch-1 template), as in the reference ``set_online``."""
         x_t = self.patch_embed(template) + self.pos_embed_t
         x_ot = self.patch_embed(online_template) + self.pos_embed_t
-        if x_ot.shape[0] != x_t.shape[0]:
-            x_ot = x_ot.reshape(x_t.shape[0], -1, x_t.shape[-1])
+        x_ot = x_ot.reshape(x_t.shape[0], -1, x_t.shape[-1])  # identity when batches agree
         return torch.cat([x_t, x_ot], dim=1)
 
     def embed_search(self, search: torch.Tensor) -> torch.Tensor:

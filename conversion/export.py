@@ -1,0 +1,164 @@
+"""Export a MixFormerV2 torch model to a model bundle (OpenVINO IR, FP32 or FP16).
+
+Three graphs, all batch 1:
+
+* ``template``: (template, online_template) -> ``template_kv`` (depth, 2, 1, heads, Nt, hd),
+  the per-layer keys/values of the template tokens; run once per template update;
+* ``search``: (search, template_kv) -> ``pred_boxes`` (1, 4: cx, cy, w, h in [0, 1] of the
+  search crop), ``pred_scores`` (1: confidence logit), ``prob`` (1, 4, bins: l, t, r, b);
+* ``monolithic``: (template, online_template, search) -> the same three outputs, for comparison.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import openvino as ov
+import torch
+from torch import nn
+
+import edgetrack
+from edgetrack.bundle import Bundle, finalize_bundle, now_iso
+from training.models import MixFormerV2, MixFormerV2Config
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16")
+HEAD_OUTPUTS = ("pred_boxes", "pred_scores", "prob")
+
+
+def _head_tuple(out: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    prob = torch.stack([out["prob_l"], out["prob_t"], out["prob_r"], out["prob_b"]], dim=1)
+    return out["pred_boxes"].reshape(-1, 4), out["pred_scores"], prob
+
+
+class TemplateEncoder(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, template, online_template):
+        return self.model.encode_template(template, online_template)
+
+
+class SearchStep(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, search, template_kv):
+        return _head_tuple(self.model.forward_search(search, template_kv))
+
+
+class Monolithic(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, template, online_template, search):
+        return _head_tuple(self.model(template, online_template, search))
+
+
+def example_inputs(cfg: MixFormerV2Config) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    t, s = cfg.template_size, cfg.search_size
+    n_t = 2 * cfg.feat_sz_t ** 2
+    return {
+        "template": torch.randn(1, 3, t, t, generator=g),
+        "online_template": torch.randn(1, 3, t, t, generator=g),
+        "search": torch.randn(1, 3, s, s, generator=g),
+        "template_kv": torch.randn(cfg.depth, 2, 1, cfg.num_heads, n_t, cfg.embed_dim // cfg.num_heads, generator=g),
+    }
+
+
+def _convert(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: tuple[str, ...]) -> ov.Model:
+    with torch.no_grad():
+        ov_model = ov.convert_model(module.eval(), example_input=tuple(inputs.values()),
+                                    input=[(n, list(x.shape)) for n, x in inputs.items()])
+    for port, name in zip(ov_model.inputs, inputs):
+        port.get_tensor().set_names({name})
+    for port, name in zip(ov_model.outputs, output_names):
+        port.get_tensor().set_names({name})
+    return ov_model
+
+
+def convert_graphs(model: MixFormerV2) -> dict[str, ov.Model]:
+    """The three OpenVINO graphs (in memory) of a MixFormerV2 model."""
+    cfg = model.cfg
+    x = example_inputs(cfg)
+    model = model.eval()
+    return {
+        "template": _convert(TemplateEncoder(model), {k: x[k] for k in ("template", "online_template")}, ("template_kv",)),
+        "search": _convert(SearchStep(model), {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),
+        "monolithic": _convert(Monolithic(model), {k: x[k] for k in ("template", "online_template", "search")}, HEAD_OUTPUTS),
+    }
+
+
+def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict) -> dict:
+    return {
+        "arch": cfg.name,
+        "config": asdict(cfg),
+        "template_size": cfg.template_size,
+        "search_size": cfg.search_size,
+        "template_factor": cfg.template_factor,
+        "search_factor": cfg.search_factor,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "bins": cfg.bins,
+        "update_interval": cfg.update_interval,
+        "precision": precision,
+        "io": {
+            "template": {"inputs": ["template", "online_template"], "outputs": ["template_kv"]},
+            "search": {"inputs": ["search", "template_kv"], "outputs": list(HEAD_OUTPUTS)},
+            "monolithic": {"inputs": ["template", "online_template", "search"], "outputs": list(HEAD_OUTPUTS)},
+            "layout": "NCHW float32, RGB scaled to [0,1] then mean/std normalised",
+            "pred_boxes": "cx, cy, w, h normalised to the search crop",
+            "prob": "softmax over bins for the sides l, t, r, b",
+        },
+        "provenance": {"created": now_iso(), "edgetrack_version": edgetrack.__version__, **provenance},
+        "measurements": {},
+    }
+
+
+def save_bundle(graphs: dict[str, ov.Model], out_dir: str | Path, meta: dict, precision: str,
+                force: bool = True) -> Bundle:
+    """Write graphs + manifest to ``out_dir`` atomically (temp folder, then rename)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
+    try:
+        for name, g in graphs.items():
+            ov.save_model(g, tmp / f"{name}.xml", compress_to_fp16=(precision == "fp16"))
+        return finalize_bundle(tmp, out_dir, meta, overwrite=force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp32",
+                  provenance: dict | None = None, monolithic: bool = True, force: bool = True) -> Bundle:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if not isinstance(model, MixFormerV2):
+        raise TypeError("only MixFormerV2 models export to a tracking bundle (the MixViT teacher is a training model)")
+    graphs = convert_graphs(model)
+    if not monolithic:
+        graphs.pop("monolithic")
+    meta = bundle_meta(model.cfg, precision, provenance or {})
+    bundle = save_bundle(graphs, out_dir, meta, precision, force=force)
+    log.info("wrote %s bundle %s (%s)", model.cfg.name, bundle.path, precision)
+    return bundle
+
+
+def convert_checkpoint(checkpoint: str | Path, arch: str, out_dir: str | Path, precision: str = "fp32",
+                       monolithic: bool = True, force: bool = True) -> Bundle:
+    """``edgetrack convert``: a published or own checkpoint -> model bundle."""
+    from conversion.official import canonical_arch, load_official_checkpoint, sha256_file
+
+    arch = canonical_arch(arch)
+    model = load_official_checkpoint(checkpoint, arch)
+    prov = {"source_checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}}
+    return export_bundle(model, out_dir, precision, prov, monolithic=monolithic, force=force)

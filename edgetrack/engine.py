@@ -1,0 +1,147 @@
+"""Inference engines behind the tracker: the OpenVINO one for bundles.
+
+An engine holds the compiled template encoder and search step. Inputs are bound once and
+reused: the template encoder's output tensor *is* the search step's ``template_kv`` input
+(shared memory), so a template update costs one template-encoder run and no copy.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgetrack.bundle import Bundle, BundleError
+from edgetrack.errors import EdgetrackError
+
+log = logging.getLogger(__name__)
+
+_CORE = None
+
+
+def core():
+    """The process-wide ``ov.Core`` (one Core, models compiled once)."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """What the tracking loop needs to know about a model."""
+
+    template_size: int
+    search_size: int
+    template_factor: float
+    search_factor: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    update_interval: int
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> "TrackerConfig":
+        return cls(int(meta["template_size"]), int(meta["search_size"]), float(meta["template_factor"]),
+                   float(meta["search_factor"]), tuple(meta["mean"]), tuple(meta["std"]),
+                   int(meta["update_interval"]))
+
+
+class Engine(Protocol):
+    config: TrackerConfig
+
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None: ...
+
+    def infer(self, search: np.ndarray) -> tuple[np.ndarray, float]: ...
+
+
+def resolve_device(device: str) -> str:
+    """Check a device name against what OpenVINO sees; one clear error if it is not there."""
+    dev = device.strip().upper()
+    available = core().available_devices
+    base = dev.split(":")[0].split(".")[0]
+    if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
+        return dev
+    if dev not in available and base not in {d.split(".")[0] for d in available}:
+        raise EdgetrackError(f"device {device!r} is not available here; OpenVINO sees: {', '.join(available) or 'none'}")
+    return dev
+
+
+def compile_config(bundle_precision: str, device: str, inference_precision: str | None) -> dict:
+    """Plugin properties: an FP32 bundle runs in f32 unless told otherwise (this CPU would
+    otherwise pick bf16); FP16/INT8 bundles leave the plugin its fastest default."""
+    cfg: dict = {"PERFORMANCE_HINT": "LATENCY"}
+    hint = inference_precision or ("f32" if bundle_precision == "fp32" else None)
+    if hint and device.split(":")[0] not in ("AUTO", "MULTI", "HETERO"):
+        cfg["INFERENCE_PRECISION_HINT"] = hint
+    return cfg
+
+
+class OpenVINOEngine:
+    """Template encoder + search step of a bundle, compiled for one device."""
+
+    def __init__(self, bundle: Bundle | str | Path, device: str = "CPU", inference_precision: str | None = None,
+                 num_requests: int = 1):
+        self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
+        self.config = TrackerConfig.from_meta(self.bundle.meta)
+        self.device = resolve_device(device)
+        props = compile_config(self.bundle.precision, self.device, inference_precision)
+        c = core()
+        try:
+            self.template_model = c.compile_model(str(self.bundle.model_xml("template")), self.device, props)
+            self.search_model = c.compile_model(str(self.bundle.model_xml("search")), self.device, props)
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise BundleError(f"model bundle {self.bundle.path}: OpenVINO cannot compile it for {self.device}: {first}") from None
+        self._check_io()
+        self.template_request = self.template_model.create_infer_request()
+        self.search_request = self.search_model.create_infer_request()
+        # bind once: the encoder's output tensor is the search step's input
+        self.template_kv = self.template_request.get_tensor("template_kv")
+        self.search_request.set_tensor("template_kv", self.template_kv)
+        self._search_in = self.search_request.get_tensor("search").data
+        self._t_in = self.template_request.get_tensor("template").data
+        self._ot_in = self.template_request.get_tensor("online_template").data
+        log.info("compiled %s (%s) on %s with %s", self.bundle.arch, self.bundle.precision, self.device, props)
+
+    def _check_io(self) -> None:
+        want = {
+            "template": ({"template", "online_template"}, {"template_kv"}),
+            "search": ({"search", "template_kv"}, {"pred_boxes", "pred_scores"}),
+        }
+        for name, model in (("template", self.template_model), ("search", self.search_model)):
+            ins = {n for p in model.inputs for n in p.get_names()}
+            outs = {n for p in model.outputs for n in p.get_names()}
+            wi, wo = want[name]
+            if not wi <= ins or not wo <= outs:
+                raise BundleError(f"model bundle {self.bundle.path}: {name} model has inputs {sorted(ins)} and outputs "
+                                  f"{sorted(outs)}, expected {sorted(wi)} -> {sorted(wo)}")
+        t = self.config.template_size
+        s = self.config.search_size
+        tshape = tuple(self.template_model.input("template").get_partial_shape().to_shape())
+        sshape = tuple(self.search_model.input("search").get_partial_shape().to_shape())
+        if tshape != (1, 3, t, t) or sshape != (1, 3, s, s):
+            raise BundleError(f"model bundle {self.bundle.path}: model inputs {tshape}/{sshape} do not match "
+                              f"bundle.json sizes template {t}, search {s}")
+
+    @property
+    def search_input(self) -> np.ndarray:
+        """The bound search input buffer (1, 3, S, S) float32: write the crop here."""
+        return self._search_in
+
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
+        self._t_in[...] = template
+        self._ot_in[...] = online_template
+        self.template_request.infer()
+
+    def infer(self, search: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """One search step; ``search`` None means the bound input already holds the crop."""
+        if search is not None:
+            self._search_in[...] = search
+        self.search_request.infer()
+        box = self.search_request.get_tensor("pred_boxes").data[0].copy()
+        logit = float(self.search_request.get_tensor("pred_scores").data.reshape(-1)[0])
+        return box, logit

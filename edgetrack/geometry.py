@@ -1,0 +1,109 @@
+"""Crop geometry shared by training and the runtime (the reference tracker's rules).
+
+* crops are square, side ``ceil(sqrt(w*h) * factor)``, centred on the box centre with
+  Python's ``round``, zero-padded outside the image (the right/bottom pad is
+  ``max(x2 - W + 1, 0)``, as the reference), resized with ``cv2.resize`` (bilinear);
+* a box predicted in the search crop is mapped back through the crop's scale and centre,
+  then clipped to the image with a margin (10 px in the tracker).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from edgetrack.errors import EdgetrackError
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Where a crop came from: scale of the resize and the crop window in image pixels."""
+
+    resize_factor: float  # output_size / crop_side
+    x1: int
+    y1: int
+    side: int
+
+
+def crop_window(box: Box, factor: float) -> tuple[int, int, int]:
+    """(x1, y1, side) of the square crop around ``box`` (x, y, w, h)."""
+    x, y, w, h = box
+    side = math.ceil(math.sqrt(w * h) * factor)
+    if not side >= 1:
+        raise EdgetrackError(f"box {tuple(box)} is too small to crop (w*h must be > 0)")
+    x1 = round(x + 0.5 * w - side * 0.5)
+    y1 = round(y + 0.5 * h - side * 0.5)
+    return x1, y1, side
+
+
+def sample_target(image: np.ndarray, box: Box, factor: float, output_size: int,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, Crop]:
+    """The square crop of ``image`` (H, W, 3) around ``box``, resized to ``output_size``."""
+    x1, y1, side = crop_window(box, factor)
+    H, W = image.shape[:2]
+    x2, y2 = x1 + side, y1 + side
+    x1_pad, y1_pad = max(0, -x1), max(0, -y1)
+    x2_pad, y2_pad = max(x2 - W + 1, 0), max(y2 - H + 1, 0)
+    patch = image[y1 + y1_pad:y2 - y2_pad, x1 + x1_pad:x2 - x2_pad]
+    if x1_pad or y1_pad or x2_pad or y2_pad:
+        patch = cv2.copyMakeBorder(patch, y1_pad, y2_pad, x1_pad, x2_pad, cv2.BORDER_CONSTANT)
+    if out is not None:
+        cv2.resize(patch, (output_size, output_size), dst=out)
+        resized = out
+    else:
+        resized = cv2.resize(patch, (output_size, output_size))
+    return resized, Crop(output_size / side, x1, y1, side)
+
+
+def normalize(patch: np.ndarray, mean, std, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 HWC RGB -> float32 1x3xHxW, scaled to [0, 1] and mean/std normalised."""
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    x = (patch.astype(np.float32) / np.float32(255.0) - mean) / std
+    chw = x.transpose(2, 0, 1)[None]
+    if out is None:
+        return np.ascontiguousarray(chw)
+    out[...] = chw
+    return out
+
+
+def map_box_back(pred_cxcywh_norm, prev_box: Box, search_size: int, resize_factor: float) -> Box:
+    """A box predicted in the search crop (cx, cy, w, h in [0, 1]) in image pixels (x, y, w, h)."""
+    cx, cy, w, h = (float(v) * search_size / resize_factor for v in pred_cxcywh_norm)
+    cx_prev = prev_box[0] + 0.5 * prev_box[2]
+    cy_prev = prev_box[1] + 0.5 * prev_box[3]
+    half_side = 0.5 * search_size / resize_factor
+    cx_real = cx + (cx_prev - half_side)
+    cy_real = cy + (cy_prev - half_side)
+    return (cx_real - 0.5 * w, cy_real - 0.5 * h, w, h)
+
+
+def clip_box(box: Box, H: int, W: int, margin: float = 0) -> Box:
+    """Clip to the image keeping at least ``margin`` px of the box inside (reference rule)."""
+    x1, y1, w, h = box
+    x2, y2 = x1 + w, y1 + h
+    x1 = min(max(0, x1), W - margin)
+    x2 = min(max(margin, x2), W)
+    y1 = min(max(0, y1), H - margin)
+    y2 = min(max(margin, y2), H)
+    return (x1, y1, max(margin, x2 - x1), max(margin, y2 - y1))
+
+
+def validate_box(box, image_shape) -> Box:
+    """A user's init box as floats, or one clear error if it has no area or misses the frame."""
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise EdgetrackError(f"box {box!r}: expected four numbers x,y,w,h") from None
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        raise EdgetrackError(f"box {box!r}: values must be finite")
+    if w <= 0 or h <= 0:
+        raise EdgetrackError(f"box {(x, y, w, h)}: width and height must be > 0")
+    H, W = image_shape[:2]
+    if x >= W or y >= H or x + w <= 0 or y + h <= 0:
+        raise EdgetrackError(f"box {(x, y, w, h)} lies outside the {W}x{H} frame")
+    return (x, y, w, h)

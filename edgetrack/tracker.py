@@ -1,0 +1,99 @@
+"""The MixFormerV2 tracking loop (torch-free), with the reference tracker's rules.
+
+``Tracker(bundle_dir).init(frame, box)`` then ``box, score = tracker.track(frame)`` for each
+following frame. Frames are RGB ``uint8`` arrays (H, W, 3); boxes are ``(x, y, w, h)`` in
+pixels. Online template: after each frame, if the confidence is above 0.5 and above the best
+since the last update, the template crop at the new box becomes the candidate; every
+``update_interval`` frames the candidate becomes the online template (re-encoded once) and
+the candidate resets to the initial template.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from edgetrack.bundle import Bundle
+from edgetrack.engine import Engine, OpenVINOEngine
+from edgetrack.errors import EdgetrackError
+from edgetrack.geometry import Box, clip_box, map_box_back, normalize, sample_target, validate_box
+
+log = logging.getLogger(__name__)
+
+CLIP_MARGIN = 10
+UPDATE_SCORE = 0.5
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+
+class Tracker:
+    """Single-target MixFormerV2 tracker over an engine (an OpenVINO bundle by default)."""
+
+    def __init__(self, model: str | Path | Bundle | Engine, device: str = "CPU", update_interval: int | None = None,
+                 inference_precision: str | None = None):
+        if isinstance(model, (str, Path, Bundle)):
+            model = OpenVINOEngine(model, device=device, inference_precision=inference_precision)
+        self.engine: Engine = model
+        self.config = model.config
+        self.update_interval = int(update_interval or self.config.update_interval)
+        if self.update_interval < 1:
+            raise EdgetrackError(f"update interval {update_interval}: must be >= 1")
+        self.state: Box | None = None
+        self.frame_id = 0
+        self.score = 1.0
+
+    # -- crops -----------------------------------------------------------------------------
+    def _template_crop(self, frame: np.ndarray, box: Box) -> np.ndarray:
+        c = self.config
+        patch, _ = sample_target(frame, box, c.template_factor, c.template_size)
+        return normalize(patch, c.mean, c.std)
+
+    def _check_frame(self, frame: np.ndarray) -> None:
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+            desc = getattr(frame, "shape", type(frame).__name__)
+            raise EdgetrackError(f"frame {desc}: expected an RGB uint8 array of shape (H, W, 3)")
+
+    # -- the loop --------------------------------------------------------------------------
+    def init(self, frame: np.ndarray, box) -> None:
+        """Start tracking the object inside ``box`` (x, y, w, h) of ``frame``."""
+        self._check_frame(frame)
+        box = validate_box(box, frame.shape)
+        self.template = self._template_crop(frame, box)
+        self.online_template = self.template
+        self.online_max_template = self.template
+        self.engine.set_templates(self.template, self.online_template)
+        self.max_pred_score = -1.0
+        self.state = box
+        self.frame_id = 0
+        self.score = 1.0
+
+    def track(self, frame: np.ndarray) -> tuple[Box, float]:
+        """The object's box in ``frame`` and the confidence (sigmoid of the score logit)."""
+        if self.state is None:
+            raise EdgetrackError("track() called before init(frame, box)")
+        self._check_frame(frame)
+        c = self.config
+        H, W = frame.shape[:2]
+        self.frame_id += 1
+        patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size)
+        box_norm, logit = self.engine.infer(normalize(patch, c.mean, c.std))
+        score = sigmoid(logit)
+        self.state = clip_box(map_box_back(box_norm, self.state, c.search_size, crop.resize_factor), H, W, CLIP_MARGIN)
+        self._update_templates(frame, score)
+        self.score = score
+        return self.state, score
+
+    def _update_templates(self, frame: np.ndarray, score: float) -> None:
+        if score > UPDATE_SCORE and score > self.max_pred_score:
+            self.online_max_template = self._template_crop(frame, self.state)
+            self.max_pred_score = score
+        if self.frame_id % self.update_interval == 0:
+            if self.online_max_template is not self.online_template:
+                self.online_template = self.online_max_template
+                self.engine.set_templates(self.template, self.online_template)
+            self.max_pred_score = -1.0
+            self.online_max_template = self.template
