@@ -1,0 +1,113 @@
+"""Latency benchmark of bundles (template encoder, search step, monolithic) and the torch
+FP32 reference. Figures are medians of one run on one machine; compare ratios, not runs."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+
+from edgetrack.bundle import Bundle
+from edgetrack.engine import compile_config, core, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchResult:
+    name: str
+    precision: str
+    variant: str
+    latency_ms: dict
+    fps: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_name() -> str:
+    try:
+        return core().get_property("CPU", "FULL_DEVICE_NAME")
+    except Exception:  # pragma: no cover - no CPU plugin
+        return platform.processor() or platform.machine()
+
+
+def time_call(fn: Callable[[], object], iterations: int, warmup: int) -> dict:
+    for _ in range(warmup):
+        fn()
+    times = np.empty(iterations)
+    for i in range(iterations):
+        t = time.perf_counter()
+        fn()
+        times[i] = (time.perf_counter() - t) * 1000
+    return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))}
+
+
+def _result(name, precision, variant, lat) -> BenchResult:
+    return BenchResult(name, precision, variant, {k: round(v, 3) for k, v in lat.items()},
+                       round(1000.0 / lat["median"], 2))
+
+
+def _random_inputs(model, rng) -> dict:
+    return {p.get_any_name(): rng.standard_normal(tuple(p.get_partial_shape().to_shape())).astype(np.float32)
+            for p in model.inputs}
+
+
+def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, warmup: int = 10,
+                 inference_precision: str | None = None) -> list[BenchResult]:
+    """Template encoder, search step (split: template once, search per frame), monolithic."""
+    device = resolve_device(device)
+    props = compile_config(bundle.precision, device, inference_precision)
+    rng = np.random.default_rng(0)
+    out = []
+    for model_name, variant in (("template", "template"), ("search", "split"), ("monolithic", "monolithic")):
+        if not bundle.has(model_name):
+            continue
+        compiled = core().compile_model(str(bundle.model_xml(model_name)), device, props)
+        req = compiled.create_infer_request()
+        for name, arr in _random_inputs(compiled, rng).items():
+            req.get_tensor(name).data[...] = arr
+        if model_name == "search":  # realistic keys/values from the template encoder
+            tcomp = core().compile_model(str(bundle.model_xml("template")), device, props)
+            treq = tcomp.create_infer_request()
+            for name, arr in _random_inputs(tcomp, rng).items():
+                treq.get_tensor(name).data[...] = arr
+            treq.infer()
+            req.get_tensor("template_kv").data[...] = treq.get_tensor("template_kv").data
+        lat = time_call(req.infer, iterations, warmup)
+        out.append(_result(bundle.arch, bundle.precision, variant, lat))
+        log.info("%s %s %s: median %.2f ms", bundle.arch, bundle.precision, variant, lat["median"])
+    return out
+
+
+def bench_torch(bundle: Bundle, iterations: int = 100, warmup: int = 10) -> list[BenchResult]:
+    """Torch FP32 monolithic (the reference tracker's per-frame call) for the bundle's architecture."""
+    import torch
+
+    from training.models import MixFormerV2, MixFormerV2Config
+
+    cfg_dict = {k: v for k, v in bundle.meta["config"].items() if k != "arch"}
+    cfg_dict["mean"], cfg_dict["std"] = tuple(cfg_dict["mean"]), tuple(cfg_dict["std"])
+    model = MixFormerV2(MixFormerV2Config(**cfg_dict)).eval()
+    t, s = model.cfg.template_size, model.cfg.search_size
+    g = torch.Generator().manual_seed(0)
+    z, oz, x = (torch.randn(1, 3, n, n, generator=g) for n in (t, t, s))
+    with torch.inference_mode():
+        lat = time_call(lambda: model(z, oz, x), iterations, warmup)
+        kv = model.encode_template(z, oz)
+        lat_split = time_call(lambda: model.forward_search(x, kv), iterations, warmup)
+    return [_result(bundle.arch, "fp32", "torch-monolithic", lat), _result(bundle.arch, "fp32", "torch-split", lat_split)]
+
+
+def report(results: list[BenchResult], device: str) -> dict:
+    threads = None
+    try:
+        threads = int(core().get_property("CPU", "INFERENCE_NUM_THREADS")) or None
+    except Exception:
+        pass
+    return {"device": device, "cpu": cpu_name(), "threads": threads or os.cpu_count(),
+            "results": [r.to_dict() for r in results]}
