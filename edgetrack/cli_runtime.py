@@ -53,8 +53,12 @@ def run_cmd(
     from edgetrack.tracker import Tracker
 
     box = parse_box(init_box) if init_box is not None else None
-    tracker = Tracker(model, device=device, update_interval=update_interval)
     source = open_source(camera=camera, video=video, frames=frames)
+    try:
+        tracker = Tracker(model, device=device, update_interval=update_interval)
+    except BaseException:
+        source.close()
+        raise
     display = not no_display
     if display and not display_available():
         log.warning("no display found; running without a window (pass --no-display to silence this)")

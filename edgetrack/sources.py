@@ -18,6 +18,14 @@ from edgetrack.errors import EdgetrackError
 
 log = logging.getLogger(__name__)
 
+def quiet_opencv() -> None:
+    """OpenCV's own warnings (backend probing) would bury our one-line error."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except AttributeError:  # pragma: no cover - builds without the logging module
+        pass
+
+
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -63,6 +71,7 @@ class VideoSource(_CaptureSource):
         path = Path(path)
         if not path.is_file():
             raise EdgetrackError(f"video {path}: no such file")
+        quiet_opencv()
         cap = cv2.VideoCapture(str(path))
         if not cap.isOpened():
             raise EdgetrackError(f"video {path}: cannot be read as a video")
@@ -71,6 +80,7 @@ class VideoSource(_CaptureSource):
 
 class CameraSource(_CaptureSource):
     def __init__(self, index: int):
+        quiet_opencv()
         cap = cv2.VideoCapture(int(index))
         if not cap.isOpened():
             raise EdgetrackError(f"camera {index}: cannot be opened (no such camera, or it is busy)")

@@ -1,0 +1,88 @@
+"""Shared fixtures. The conformance data lives in ../shared/conformance (beside the repo)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONFORMANCE = Path(os.environ.get("EDGETRACK_CONFORMANCE", REPO.parent / "shared" / "conformance"))
+
+ARCH_FILES = {"mixformerv2-s": "mixformerv2_s", "mixformerv2-b": "mixformerv2_b", "mixvit-b": "mixvit_b_teacher"}
+
+
+def conformance_file(name: str) -> Path:
+    path = CONFORMANCE / name
+    if not path.is_file():
+        pytest.fail(f"conformance file {path} is missing (set EDGETRACK_CONFORMANCE to its folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_checkpoint(tmp_path_factory):
+    """make_checkpoint(arch, seed) -> path of a {'net': ...} file made with the conformance recipe."""
+    import torch
+
+    from conversion.official import checkpoint_from_layout
+
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("ckpt")
+
+    def make(arch: str, seed: int) -> Path:
+        key = (arch, seed)
+        if key not in cache:
+            layout = conformance_file(f"{ARCH_FILES[arch]}.layout.json")
+            path = root / f"{ARCH_FILES[arch]}_seed{seed}.pth"
+            torch.save(checkpoint_from_layout(layout, seed), path)
+            cache[key] = path
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def make_bundle(tmp_path_factory, make_checkpoint):
+    """make_bundle(seed, precision='fp32', arch='mixformerv2-s') -> Bundle (cached per session)."""
+    from conversion.export import convert_checkpoint
+
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("bundles")
+
+    def make(seed: int, precision: str = "fp32", arch: str = "mixformerv2-s"):
+        key = (arch, seed, precision)
+        if key not in cache:
+            cache[key] = convert_checkpoint(make_checkpoint(arch, seed), arch, root / f"{arch}-{seed}-{precision}", precision)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A bundle of the tiny test configuration (random init): fast pipeline checks."""
+    import torch
+
+    from conversion.export import export_bundle
+    from training.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-tiny")
+    return export_bundle(model, tmp_path_factory.mktemp("tiny") / "bundle", "fp32", {"source_checkpoint": None})
+
+
+def moving_square_frames(n: int = 12, size=(120, 160), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """RGB frames of a textured square moving over a noisy background, and its true boxes."""
+    rng = np.random.default_rng(seed)
+    H, W = size
+    bg = rng.integers(0, 80, (H, W, 3), dtype=np.uint8)
+    patch = rng.integers(120, 255, (24, 24, 3), dtype=np.uint8)
+    frames, boxes = [], []
+    for k in range(n):
+        x, y = 20 + 4 * k, 30 + 2 * k
+        f = bg.copy()
+        f[y:y + 24, x:x + 24] = patch
+        frames.append(f)
+        boxes.append((x, y, 24, 24))
+    return np.stack(frames), np.array(boxes, dtype=float)

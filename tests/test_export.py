@@ -1,0 +1,109 @@
+"""Bundles: OpenVINO outputs equal torch outputs, split equals monolithic, loading checks."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import openvino as ov
+import pytest
+import torch
+
+from conversion.official import load_official_checkpoint
+from edgetrack.bundle import Bundle, BundleError
+from edgetrack.engine import OpenVINOEngine
+from tests.conftest import conformance_file
+
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
+def _run(bundle, ref, i):
+    core = ov.Core()
+    t = core.compile_model(bundle.model_xml("template"), "CPU", F32)
+    s = core.compile_model(bundle.model_xml("search"), "CPU", F32)
+    m = core.compile_model(bundle.model_xml("monolithic"), "CPU", F32)
+    z, oz, x = (ref[k][i:i + 1] for k in ("template", "online_template", "search"))
+    kv = t({"template": z, "online_template": oz})["template_kv"]
+    return s({"search": x, "template_kv": kv}), m({"template": z, "online_template": oz, "search": x})
+
+
+@pytest.mark.xdist_group("bundle_s")
+@pytest.mark.parametrize("seed_source", ["public", 1000])
+def test_bundle_matches_torch(seed_source, make_bundle, make_checkpoint):
+    ref = dict(np.load(conformance_file("mixformerv2_s.public.npz")))
+    seed = int(ref["weight_seed"]) if seed_source == "public" else seed_source
+    if seed_source != "public":  # other weights: the torch model is the reference
+        model = load_official_checkpoint(make_checkpoint("mixformerv2-s", seed), "mixformerv2-s")
+        with torch.no_grad():
+            out = model(*(torch.from_numpy(ref[k]) for k in ("template", "online_template", "search")))
+        ref.update({k: out[k].numpy() for k in ("pred_boxes", "prob_l", "prob_t", "prob_r", "prob_b", "pred_scores")})
+    bundle = make_bundle(seed)
+    for i in range(ref["search"].shape[0]):
+        split, mono = _run(bundle, ref, i)
+        np.testing.assert_allclose(split["pred_boxes"][0], ref["pred_boxes"][i, 0], atol=1e-4, rtol=0)
+        np.testing.assert_allclose(split["pred_scores"][0], ref["pred_scores"][i], atol=1e-4, rtol=0)
+        for j, side in enumerate("ltrb"):
+            np.testing.assert_allclose(split["prob"][0, j], ref[f"prob_{side}"][i], atol=1e-5, rtol=0)
+        for k in ("pred_boxes", "pred_scores", "prob"):
+            np.testing.assert_allclose(split[k], mono[k], atol=1e-5, rtol=0)
+
+
+@pytest.mark.xdist_group("bundle_s")
+def test_fp16_bundle_close_and_smaller(make_bundle):
+    b32, b16 = make_bundle(0, "fp32"), make_bundle(0, "fp16")
+    assert b16.precision == "fp16" and b16.meta["arch"] == "mixformerv2-s"
+    size = lambda b: sum((b.path / f).stat().st_size for f in b.meta["files"])  # noqa: E731
+    assert size(b16) < 0.6 * size(b32)
+    ref = np.load(conformance_file("mixformerv2_s.public.npz"))
+    a, _ = _run(b32, ref, 0)
+    c, _ = _run(b16, ref, 0)
+    np.testing.assert_allclose(c["pred_boxes"], a["pred_boxes"], atol=5e-3)
+
+
+def test_bundle_manifest(tiny_bundle):
+    meta = tiny_bundle.meta
+    assert meta["format_version"] == 1
+    assert set(meta["files"]) == {f"{m}.{e}" for m in ("template", "search", "monolithic") for e in ("xml", "bin")}
+    assert meta["mean"] == [0.485, 0.456, 0.406] and meta["search_factor"] == 4.5
+    assert meta["provenance"]["created"]
+
+
+def test_corrupt_or_mismatched_bundle_is_refused(tiny_bundle, tmp_path):
+    def copy():
+        d = tmp_path / f"b{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(tiny_bundle.path, d)
+        return d
+
+    d = copy()
+    with open(d / "search.bin", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(BundleError, match="search.bin is corrupt"):
+        Bundle.load(d)
+
+    d = copy()
+    (d / "template.xml").unlink()
+    with pytest.raises(BundleError, match="template.xml is missing"):
+        Bundle.load(d)
+
+    d = copy()
+    meta = json.loads((d / "bundle.json").read_text())
+    meta["format_version"] = 99
+    (d / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="format version 99"):
+        Bundle.load(d)
+
+    d = copy()
+    (d / "bundle.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.load(d)
+
+    d = copy()  # sizes in the manifest that the models do not have
+    meta = json.loads((d / "bundle.json").read_text())
+    meta["search_size"] = 224
+    (d / "bundle.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="do not match"):
+        OpenVINOEngine(d)
+
+    with pytest.raises(BundleError, match="not a folder"):
+        Bundle.load(tmp_path / "missing")

@@ -1,0 +1,156 @@
+"""The tracking loop against the reference tracker (shared/conformance) and across engines."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conversion.official import load_official_checkpoint
+from conversion.torch_engine import TorchEngine
+from edgetrack.errors import EdgetrackError
+from edgetrack.geometry import clip_box, sample_target
+from edgetrack.tracker import Tracker
+from tests.conftest import conformance_file, moving_square_frames
+
+
+def run_loop(tracker, frames, init_box):
+    tracker.init(frames[0], init_box)
+    states_in, states_out, scores = [], [], []
+    for f in frames[1:]:
+        states_in.append(tracker.state)
+        box, score = tracker.track(f)
+        states_out.append(box)
+        scores.append(score)
+    return np.array(states_in), np.array(states_out), np.array(scores)
+
+
+@pytest.fixture(scope="module")
+def ref():
+    r = np.load(conformance_file("mixformerv2_s.tracker.public.npz"))
+    assert int(r["online_size"]) == 1
+    return r
+
+
+def test_torch_loop_matches_reference_tracker(ref, make_checkpoint):
+    model = load_official_checkpoint(make_checkpoint("mixformerv2-s", int(ref["weight_seed"])), "mixformerv2-s")
+    for monolithic in (True, False):
+        tracker = Tracker(TorchEngine(model, monolithic=monolithic), update_interval=int(ref["update_interval"]))
+        s_in, s_out, score = run_loop(tracker, ref["frames"], ref["init_box"])
+        np.testing.assert_allclose(s_in, ref["state_in"], atol=0.01, rtol=0)
+        np.testing.assert_allclose(s_out, ref["state_out"], atol=0.01, rtol=0)
+        np.testing.assert_allclose(score, ref["score"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.xdist_group("bundle_s")
+def test_openvino_bundle_loop_matches_reference_tracker(ref, make_bundle):
+    bundle = make_bundle(int(ref["weight_seed"]))
+    tracker = Tracker(bundle.path, device="CPU", update_interval=int(ref["update_interval"]), inference_precision="f32")
+    s_in, s_out, score = run_loop(tracker, ref["frames"], ref["init_box"])
+    np.testing.assert_allclose(s_out, ref["state_out"], atol=0.5, rtol=0)
+    np.testing.assert_allclose(score, ref["score"], atol=1e-3, rtol=0)
+
+
+def photo_frames(n=16, seed=11):
+    """Frames cut from a real photograph with a drifting crop window (another scene, another size)."""
+    from skimage import data
+
+    img = data.astronaut()  # 512x512 RGB
+    rng = np.random.default_rng(seed)
+    frames = []
+    x, y = 100, 120
+    for _ in range(n):
+        x += int(rng.integers(-6, 7))
+        y += int(rng.integers(-6, 7))
+        frames.append(np.ascontiguousarray(img[y:y + 200, x:x + 280]))
+    return np.stack(frames)
+
+
+@pytest.mark.xdist_group("bundle_s")
+def test_other_weights_frames_and_interval(make_bundle, make_checkpoint):
+    """Seed-1000 weights, photo frames, update interval 3: OpenVINO loop == torch loop."""
+    frames = photo_frames()
+    init = (110.0, 60.0, 50.0, 70.0)
+    model = load_official_checkpoint(make_checkpoint("mixformerv2-s", 1000), "mixformerv2-s")
+    _, torch_out, torch_score = run_loop(Tracker(TorchEngine(model), update_interval=3), frames, init)
+    _, split_out, _ = run_loop(Tracker(TorchEngine(model, monolithic=False), update_interval=3), frames, init)
+    ov_tracker = Tracker(make_bundle(1000).path, update_interval=3, inference_precision="f32")
+    _, ov_out, ov_score = run_loop(ov_tracker, frames, init)
+    np.testing.assert_allclose(split_out, torch_out, atol=0.01, rtol=0)
+    np.testing.assert_allclose(ov_out, torch_out, atol=0.5, rtol=0)
+    np.testing.assert_allclose(ov_score, torch_score, atol=1e-3, rtol=0)
+
+
+class CountingEngine(TorchEngine):
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.template_runs = 0
+
+    def set_templates(self, t, o):
+        self.template_runs += 1
+        super().set_templates(t, o)
+
+
+def test_online_template_update_rule(ref, make_checkpoint):
+    """Template keys/values are recomputed only when the online template changes."""
+    model = load_official_checkpoint(make_checkpoint("mixformerv2-s", int(ref["weight_seed"])), "mixformerv2-s")
+    eng = CountingEngine(model, monolithic=False)
+    tracker = Tracker(eng, update_interval=int(ref["update_interval"]))
+    _, _, scores = run_loop(tracker, ref["frames"], ref["init_box"])
+    interval = int(ref["update_interval"])
+    # expected: one run at init, then one per update frame whose interval saw a score > 0.5
+    expected = 1
+    prev_online = "init"
+    best, cand = -1.0, "init"
+    for k, s in enumerate(scores, start=1):
+        if s > 0.5 and s > best:
+            best, cand = s, f"frame{k}"
+        if k % interval == 0:
+            if cand != prev_online:
+                expected += 1
+            prev_online, best, cand = cand, -1.0, "init"
+    assert eng.template_runs == expected
+
+
+def test_crop_geometry_rules():
+    img = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    # inside: an exact crop (side ceil(sqrt(4*4)*2)=8, centred with round)
+    patch, crop = sample_target(img, (10, 6, 4, 4), 2.0, 8)
+    assert (crop.x1, crop.y1, crop.side, crop.resize_factor) == (8, 4, 8, 1.0)
+    np.testing.assert_array_equal(patch, img[4:12, 8:16])
+    # past the right/bottom edge: the reference pads max(x2 - W + 1, 0), dropping the last column
+    patch, crop = sample_target(img, (26, 16, 4, 4), 2.0, 8)
+    assert (crop.x1, crop.y1) == (24, 14)
+    np.testing.assert_array_equal(patch[:5, :5], img[14:19, 24:29])
+    assert not patch[:, 5:].any() and not patch[5:, :].any()
+    # Python's round (half to even) centres the crop
+    _, crop = sample_target(img, (10.5, 6.5, 4, 4), 2.0, 8)
+    assert (crop.x1, crop.y1) == (round(8.5), round(4.5)) == (8, 4)
+    assert clip_box((-5, 3, 400, 2), 20, 30, margin=10) == (0, 3, 30, 10)
+
+
+@pytest.mark.parametrize("box, msg", [
+    ((10, 10, 0, 5), "width and height must be > 0"),
+    ((500, 10, 5, 5), "outside"),
+    ((10, 10, float("nan"), 5), "finite"),
+])
+def test_bad_init_box(tiny_bundle, box, msg):
+    frames, _ = moving_square_frames(2)
+    with pytest.raises(EdgetrackError, match=msg):
+        Tracker(tiny_bundle.path).init(frames[0], box)
+
+
+def test_track_before_init_and_bad_frame(tiny_bundle):
+    t = Tracker(tiny_bundle.path)
+    frames, boxes = moving_square_frames(2)
+    with pytest.raises(EdgetrackError, match="before init"):
+        t.track(frames[0])
+    with pytest.raises(EdgetrackError, match="RGB uint8"):
+        t.init(frames[0].astype(np.float32), boxes[0])
+
+
+def test_missing_device(tiny_bundle):
+    import openvino as ov
+
+    if "NPU" in ov.Core().available_devices:
+        pytest.skip("this machine has an NPU")
+    with pytest.raises(EdgetrackError, match="device 'NPU.*not available"):
+        Tracker(tiny_bundle.path, device="NPU")
