@@ -18,7 +18,7 @@ import numpy as np
 from edgetrack.bundle import Bundle
 from edgetrack.engine import Engine, OpenVINOEngine
 from edgetrack.errors import EdgetrackError
-from edgetrack.geometry import Box, clip_box, map_box_back, normalize, sample_target, validate_box
+from edgetrack.geometry import Box, Crop, clip_box, map_box_back, normalize, sample_target, validate_box
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +73,26 @@ class Tracker:
 
     def track(self, frame: np.ndarray) -> tuple[Box, float]:
         """The object's box in ``frame`` and the confidence (sigmoid of the score logit)."""
+        search, crop = self.prepare(frame)
+        box_norm, logit = self.engine.infer(search)
+        return self.finish(frame, crop, box_norm, logit)
+
+    # The two halves of ``track`` around inference, so that several trackers can run their
+    # search steps side by side (``edgetrack.multi.MultiTracker``).
+    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Crop]:
+        """The normalised search crop around the current state."""
         if self.state is None:
             raise EdgetrackError("track() called before init(frame, box)")
         self._check_frame(frame)
         c = self.config
+        patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size)
+        return normalize(patch, c.mean, c.std), crop
+
+    def finish(self, frame: np.ndarray, crop: Crop, box_norm: np.ndarray, logit: float) -> tuple[Box, float]:
+        """Map the prediction back, clip it, and run the online template rule."""
+        c = self.config
         H, W = frame.shape[:2]
         self.frame_id += 1
-        patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size)
-        box_norm, logit = self.engine.infer(normalize(patch, c.mean, c.std))
         score = sigmoid(logit)
         self.state = clip_box(map_box_back(box_norm, self.state, c.search_size, crop.resize_factor), H, W, CLIP_MARGIN)
         self._update_templates(frame, score)

@@ -149,3 +149,23 @@ def test_help_has_examples():
     for cmd in ("run", "bench", "convert"):
         p = edgetrack(cmd, "--help")
         assert "Example: edgetrack " + cmd in p.stdout.replace("\n", " ").replace("│", " ").replace("  ", " ") or "Example" in p.stdout
+
+
+def test_runtime_works_without_torch(tiny_bundle, frames_dir, tmp_path):
+    """edgetrack (base + runtime + CLI run/bench) imports and runs with torch made unimportable."""
+    out = tmp_path / "boxes.txt"
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['nncf'] = None\n"
+        "import edgetrack, edgetrack.tracker, edgetrack.multi, edgetrack.cli\n"
+        "assert 'training' not in sys.modules and 'conversion' not in sys.modules\n"
+        f"sys.argv = ['edgetrack', 'run', '-m', {str(tiny_bundle.path)!r}, '--frames', {str(frames_dir[0])!r},"
+        f" '--init-box', '20,30,24,24', '--output-boxes', {str(out)!r}, '--no-display']\n"
+        "edgetrack.cli.main()\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert p.returncode == 0, p.stderr
+    assert len(out.read_text().splitlines()) == 10
+    code = "import sys; sys.modules['torch'] = None\nimport edgetrack.cli\nsys.argv=['edgetrack','convert','x.pth','-o','y']\nedgetrack.cli.main()"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and 'pip install "edgetrack[train]"' in p.stderr

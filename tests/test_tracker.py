@@ -154,3 +154,25 @@ def test_missing_device(tiny_bundle):
         pytest.skip("this machine has an NPU")
     with pytest.raises(EdgetrackError, match="device 'NPU.*not available"):
         Tracker(tiny_bundle.path, device="NPU")
+
+
+def test_multitracker_equals_single_trackers(tiny_bundle):
+    """Targets run side by side in an AsyncInferQueue give the boxes of separate Trackers."""
+    from edgetrack.multi import MultiTracker
+
+    frames, boxes = moving_square_frames(12)
+    inits = [tuple(boxes[0]), (60.0, 70.0, 30.0, 20.0), (5.0, 5.0, 40.0, 40.0)]
+    singles = [Tracker(tiny_bundle.path, update_interval=4) for _ in inits]
+    multi = MultiTracker(tiny_bundle.path, update_interval=4, requests=3)
+    ids = []
+    for s, b in zip(singles, inits):
+        s.init(frames[0], b)
+        ids.append(multi.add(frames[0], b))
+    for f in frames[1:]:
+        got = multi.track(f)
+        for tid, s in zip(ids, singles):
+            box, score = s.track(f)
+            np.testing.assert_allclose(got[tid][0], box, atol=1e-3)
+            assert abs(got[tid][1] - score) < 1e-4
+    with pytest.raises(EdgetrackError, match="unknown target"):
+        multi.track_frames({99: frames[0]})

@@ -1,0 +1,99 @@
+"""Several targets tracked side by side with OpenVINO's ``AsyncInferQueue``.
+
+One target's frames depend on each other, but different targets (in one stream or in
+several) do not: each frame, every target's search step is started as its own request and
+the requests run in parallel on the device. Each target keeps its own template keys/values
+(computed by one shared template-encoder request, once per template update) and follows the
+same rules as the single-target :class:`~edgetrack.tracker.Tracker`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from edgetrack.bundle import Bundle
+from edgetrack.engine import OpenVINOEngine, compile_config, core
+from edgetrack.errors import EdgetrackError
+from edgetrack.geometry import Box
+from edgetrack.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+class _TargetKV:
+    """Engine view of one target: its own copy of the template keys/values."""
+
+    def __init__(self, shared: OpenVINOEngine):
+        self.shared = shared
+        self.config = shared.config
+        self.kv = np.empty(shared.template_kv.shape, dtype=np.float32)
+
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
+        self.shared.set_templates(template, online_template)
+        self.kv[...] = self.shared.template_kv.data
+
+    def infer(self, search):  # pragma: no cover - MultiTracker runs the search step itself
+        raise RuntimeError("targets of a MultiTracker are run by MultiTracker.track")
+
+
+class MultiTracker:
+    """``add(frame, box)`` targets, then ``track(frame)`` (one stream) or
+    ``track_frames({target_id: frame})`` (a frame per target, e.g. several cameras)."""
+
+    def __init__(self, model: str | Path | Bundle, device: str = "CPU", update_interval: int | None = None,
+                 inference_precision: str | None = None, requests: int | None = None):
+        self.engine = OpenVINOEngine(model, device=device, inference_precision=inference_precision)
+        import openvino as ov
+
+        props = compile_config(self.engine.bundle.precision, self.engine.device, inference_precision)
+        props["PERFORMANCE_HINT"] = "THROUGHPUT"
+        self.search_model = core().compile_model(str(self.engine.bundle.model_xml("search")), self.engine.device, props)
+        n = requests or self.search_model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        self.queue = ov.AsyncInferQueue(self.search_model, max(1, int(n)))
+        self.queue.set_callback(self._done)
+        self.update_interval = update_interval
+        self.targets: dict[int, Tracker] = {}
+        self._results: dict[int, tuple[np.ndarray, float]] = {}
+        self._next_id = 0
+
+    def _done(self, request, target_id: int) -> None:
+        box = request.get_tensor("pred_boxes").data[0].copy()
+        logit = float(request.get_tensor("pred_scores").data.reshape(-1)[0])
+        self._results[target_id] = (box, logit)
+
+    def add(self, frame: np.ndarray, box) -> int:
+        """Start tracking a new target; returns its id."""
+        t = Tracker(_TargetKV(self.engine), update_interval=self.update_interval)
+        t.init(frame, box)
+        tid = self._next_id
+        self._next_id += 1
+        self.targets[tid] = t
+        return tid
+
+    def remove(self, target_id: int) -> None:
+        self.targets.pop(target_id, None)
+
+    def track(self, frame: np.ndarray) -> dict[int, tuple[Box, float]]:
+        """Every target in one frame."""
+        return self.track_frames({tid: frame for tid in self.targets})
+
+    def track_frames(self, frames: dict[int, np.ndarray]) -> dict[int, tuple[Box, float]]:
+        """Each listed target in its own frame; the search steps run side by side."""
+        unknown = set(frames) - set(self.targets)
+        if unknown:
+            raise EdgetrackError(f"unknown target ids {sorted(unknown)}")
+        crops = {}
+        self._results.clear()
+        for tid, frame in frames.items():
+            t = self.targets[tid]
+            search, crop = t.prepare(frame)
+            crops[tid] = crop
+            self.queue.start_async({"search": search, "template_kv": t.engine.kv}, userdata=tid)
+        self.queue.wait_all()
+        out = {}
+        for tid, frame in frames.items():  # template updates: sequential, only on update frames
+            box_norm, logit = self._results[tid]
+            out[tid] = self.targets[tid].finish(frame, crops[tid], box_norm, logit)
+        return out
