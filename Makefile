@@ -25,8 +25,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
+# latency of the demo's default bundle (run `make demo` first) against torch FP32
 bench: $(STAMP)
-	$(VENV)/bin/edgetrack bench --json $(OUT)/bench.json
+	$(VENV)/bin/edgetrack bench --model $(OUT)/models/default --json $(OUT)/bench.json
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache
