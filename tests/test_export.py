@@ -12,7 +12,7 @@ import torch
 from conversion.official import load_official_checkpoint
 from edgetrack.bundle import Bundle, BundleError
 from edgetrack.engine import OpenVINOEngine
-from tests.conftest import conformance_file
+from tests.conftest import ARCH_FILES, conformance_file
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
@@ -28,16 +28,18 @@ def _run(bundle, ref, i):
 
 
 @pytest.mark.xdist_group("bundle_s")
-@pytest.mark.parametrize("seed_source", ["public", 1000])
-def test_bundle_matches_torch(seed_source, make_bundle, make_checkpoint):
-    ref = dict(np.load(conformance_file("mixformerv2_s.public.npz")))
+@pytest.mark.parametrize("arch, seed_source", [("mixformerv2-s", "public"), ("mixformerv2-s", 1000),
+                                               ("mixformerv2-b", "public")])
+def test_bundle_matches_torch(arch, seed_source, make_bundle, make_checkpoint):
+    stem = ARCH_FILES[arch]
+    ref = dict(np.load(conformance_file(f"{stem}.public.npz")))
     seed = int(ref["weight_seed"]) if seed_source == "public" else seed_source
     if seed_source != "public":  # other weights: the torch model is the reference
-        model = load_official_checkpoint(make_checkpoint("mixformerv2-s", seed), "mixformerv2-s")
+        model = load_official_checkpoint(make_checkpoint(arch, seed), arch)
         with torch.no_grad():
             out = model(*(torch.from_numpy(ref[k]) for k in ("template", "online_template", "search")))
         ref.update({k: out[k].numpy() for k in ("pred_boxes", "prob_l", "prob_t", "prob_r", "prob_b", "pred_scores")})
-    bundle = make_bundle(seed)
+    bundle = make_bundle(seed, arch=arch)
     for i in range(ref["search"].shape[0]):
         split, mono = _run(bundle, ref, i)
         np.testing.assert_allclose(split["pred_boxes"][0], ref["pred_boxes"][i, 0], atol=1e-4, rtol=0)
