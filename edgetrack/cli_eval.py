@@ -88,7 +88,7 @@ def eval_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgetrack.datasets import load_dataset
-    from edgetrack.evaluation import TrackerSpec, run_eval, score_results, scorable
+    from edgetrack.evaluation import TrackerSpec, run_eval, score_results, scorable, write_atomic
 
     if (model is None) == (tracker is None):
         raise EdgetrackError("give exactly one of --model DIR or --tracker csrt|kcf|mil")
@@ -114,9 +114,9 @@ def eval_cmd(
                        on_start=lambda total: bar.update(task, total=total))
     typer.echo(f"ran {len(run.ran)} sequence(s) in {run.wall_seconds:.1f} s, "
                f"skipped {len(run.skipped)} already finished; results in {results}")
-    (results / "eval.json").write_text(json.dumps({"tracker": spec.label, "kind": spec.kind, "source": spec.name,
-                                                   "device": spec.device, "dataset": dataset,
-                                                   "workers": workers}, indent=2) + "\n")
+    write_atomic(results / "eval.json", json.dumps({"tracker": spec.label, "kind": spec.kind, "source": spec.name,
+                                                     "device": spec.device, "dataset": dataset,
+                                                     "workers": workers}, indent=2) + "\n")
     scored = scorable(seqs)
     if len(scored) < len(seqs):
         typer.echo(f"{len(seqs) - len(scored)} sequence(s) have only the first box (test split): "

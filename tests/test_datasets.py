@@ -299,3 +299,24 @@ def test_spec_errors(tmp_path: Path) -> None:
             parse_spec(bad)
     with pytest.raises(EdgetrackError, match="LaSOT dataset folder not found"):
         load_dataset(f"lasot:{tmp_path / 'missing'}")
+
+
+def test_lasot_flat_layout_and_got10k_without_list(tmp_path: Path) -> None:
+    """Variants met in the wild: LaSOT test set unpacked without class folders; a GOT-10k split
+    without list.txt (sequence folders found by their groundtruth.txt)."""
+    root = tmp_path / "LaSOTTest"
+    d = root / "cat-3"
+    write_frames(d / "img", 3)
+    write_boxes(d / "groundtruth.txt", boxes(3, 1))
+    (root / "testing_set.txt").write_text("cat-3\n")
+    (s,) = load_dataset(f"lasot:{root}")
+    assert s.name == "cat-3" and s.object_class == "cat" and s.visible is None and len(s) == 3
+
+    val = tmp_path / "got" / "val"
+    for name in ("GOT-10k_Val_000009", "GOT-10k_Val_000003"):
+        write_frames(val / name, 2)
+        write_boxes(val / name / "groundtruth.txt", boxes(2, 0))
+    assert [s.name for s in load_dataset(f"got10k:{tmp_path / 'got'}")] == ["GOT-10k_Val_000003",
+                                                                             "GOT-10k_Val_000009"]
+    with pytest.raises(EdgetrackError, match="use got10k-train|val|test:ROOT"):
+        load_dataset(f"got10k:{tmp_path}")

@@ -122,7 +122,8 @@ def read_got10k(root: Path, subset: str | None = None, names: Collection[str] | 
     else:
         seq_names = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and (d / "groundtruth.txt").is_file())
     if not seq_names:
-        raise EdgetrackError(f"{split_dir}: no GOT-10k sequences (list.txt or <seq>/groundtruth.txt)")
+        raise EdgetrackError(f"{split_dir}: no GOT-10k sequences (list.txt or <seq>/groundtruth.txt); "
+                             "for a split of a GOT-10k root use got10k-train|val|test:ROOT")
     out = []
     for name in seq_names:
         if not _wanted(name, names):
