@@ -61,14 +61,26 @@ def sample_target(image: np.ndarray, box: Box, factor: float, output_size: int,
 
 def normalize(patch: np.ndarray, mean, std, out: np.ndarray | None = None) -> np.ndarray:
     """uint8 HWC RGB -> float32 1x3xHxW, scaled to [0, 1] and mean/std normalised."""
-    mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
-    x = (patch.astype(np.float32) / np.float32(255.0) - mean) / std
-    chw = x.transpose(2, 0, 1)[None]
-    if out is None:
-        return np.ascontiguousarray(chw)
-    out[...] = chw
-    return out
+    return Normalizer(mean, std)(patch, out)
+
+
+class Normalizer:
+    """``normalize`` through a per-channel lookup table: the same float32 formula
+    ``(v / 255 - mean) / std`` evaluated once for each of the 256 values (bit-identical
+    results, about 3x faster than the arithmetic on every pixel)."""
+
+    def __init__(self, mean, std):
+        v = np.arange(256, dtype=np.float32)[:, None] / np.float32(255.0)
+        lut = (v - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+        self.lut = np.ascontiguousarray(lut.T)  # 3 x 256
+
+    def __call__(self, patch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        h, w = patch.shape[:2]
+        if out is None:
+            out = np.empty((1, 3, h, w), dtype=np.float32)
+        for c in range(3):
+            np.take(self.lut[c], patch[:, :, c], out=out[0, c])
+        return out
 
 
 def map_box_back(pred_cxcywh_norm, prev_box: Box, search_size: int, resize_factor: float) -> Box:

@@ -18,7 +18,7 @@ import numpy as np
 from edgetrack.bundle import Bundle
 from edgetrack.engine import Engine, OpenVINOEngine
 from edgetrack.errors import EdgetrackError
-from edgetrack.geometry import Box, Crop, clip_box, map_box_back, normalize, sample_target, validate_box
+from edgetrack.geometry import Box, Crop, Normalizer, clip_box, map_box_back, sample_target, validate_box
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ class Tracker:
         self.update_interval = int(update_interval or self.config.update_interval)
         if self.update_interval < 1:
             raise EdgetrackError(f"update interval {update_interval}: must be >= 1")
+        self.normalize = Normalizer(self.config.mean, self.config.std)
         self.state: Box | None = None
         self.frame_id = 0
         self.score = 1.0
@@ -50,7 +51,7 @@ class Tracker:
     def _template_crop(self, frame: np.ndarray, box: Box) -> np.ndarray:
         c = self.config
         patch, _ = sample_target(frame, box, c.template_factor, c.template_size)
-        return normalize(patch, c.mean, c.std)
+        return self.normalize(patch)
 
     def _check_frame(self, frame: np.ndarray) -> None:
         if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
@@ -86,7 +87,7 @@ class Tracker:
         self._check_frame(frame)
         c = self.config
         patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size)
-        return normalize(patch, c.mean, c.std), crop
+        return self.normalize(patch), crop
 
     def finish(self, frame: np.ndarray, crop: Crop, box_norm: np.ndarray, logit: float) -> tuple[Box, float]:
         """Map the prediction back, clip it, and run the online template rule."""

@@ -176,3 +176,13 @@ def test_multitracker_equals_single_trackers(tiny_bundle):
             assert abs(got[tid][1] - score) < 1e-4
     with pytest.raises(EdgetrackError, match="unknown target"):
         multi.track_frames({99: frames[0]})
+
+
+def test_lut_normalizer_is_bit_identical():
+    from edgetrack.geometry import Normalizer
+
+    rng = np.random.default_rng(0)
+    patch = rng.integers(0, 256, (37, 41, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    direct = ((patch.astype(np.float32) / np.float32(255) - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1)[None]
+    np.testing.assert_array_equal(Normalizer(mean, std)(patch), direct)
