@@ -1,0 +1,736 @@
+"""Plan and render one synthetic tracking sequence.
+
+A sequence is planned first (every random draw happens there, from one
+``numpy.random.Generator(PCG64(SeedSequence([seed, split_id, index])))``), then rendered frame
+by frame, so the same arguments give the same pixels. Layers, back to front: the background
+(a moving, zooming crop of a photo), distractors, the target, occluders; then local and global
+illumination. Shapes are polygons (a rectangle, a 48-gon ellipse or a random star-shaped
+polygon) whose vertices are moved exactly, so the ground truth is the axis-aligned box of the
+target's transformed vertices clipped to the frame, in the convention that pixel ``i`` spans
+``[i, i+1)``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from edgetrack.errors import EdgetrackError
+from edgetrack.synth.photos import PHOTOS, load_photo, split_photos
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+SPLIT_IDS = {"train": 0, "eval": 1}
+DEFAULT_SIZE = (640, 480)
+DEFAULT_MIN_FRAMES = 150
+DEFAULT_MAX_FRAMES = 300
+MIN_INIT_SIDE = 20.0
+# A target with less than this fraction of its area visible (occluded or out of the frame) is absent.
+ABSENT_VISIBLE_FRACTION = 0.01
+
+# Probability that a sequence has each challenge (drawn in this order, every time).
+CHALLENGE_PROB: dict[str, float] = {
+    "camera_motion": 0.8,
+    "scale_change": 0.7,
+    "aspect_change": 0.4,
+    "rotation": 0.5,
+    "partial_occlusion": 0.5,
+    "full_occlusion": 0.35,
+    "distractors": 0.5,
+    "motion_blur": 0.4,
+    "illumination": 0.5,
+    "local_illumination": 0.3,
+    "out_of_view": 0.3,
+}
+CHALLENGES: tuple[str, ...] = tuple(CHALLENGE_PROB)
+
+
+def sequence_name(split: str, index: int) -> str:
+    return f"synth-{split}-{index:04d}"
+
+
+# -- geometry helpers ----------------------------------------------------------------------------
+def _rect() -> np.ndarray:
+    return np.array([[-0.5, -0.5], [0.5, -0.5], [0.5, 0.5], [-0.5, 0.5]])
+
+
+def _ellipse(n: int = 48) -> np.ndarray:
+    a = np.arange(n) * (2 * np.pi / n)
+    return 0.5 * np.stack([np.cos(a), np.sin(a)], 1)
+
+
+def _star(rng: np.random.Generator) -> np.ndarray:
+    k = int(rng.integers(5, 10))
+    a = np.sort((np.arange(k) + rng.uniform(-0.3, 0.3, k)) * (2 * np.pi / k))
+    r = rng.uniform(0.65, 1.0, k)
+    p = np.stack([r * np.cos(a), r * np.sin(a)], 1)
+    lo, hi = p.min(0), p.max(0)
+    return (p - lo) / (hi - lo) - 0.5  # its bounding box is exactly [-0.5, 0.5]^2
+
+
+def _shape(rng: np.random.Generator, kind: str | None = None) -> tuple[str, np.ndarray]:
+    kind = kind or str(rng.choice(["rectangle", "ellipse", "polygon"], p=[0.4, 0.3, 0.3]))
+    if kind == "rectangle":
+        return kind, _rect()
+    if kind == "ellipse":
+        return kind, _ellipse()
+    return kind, _star(rng)
+
+
+def _vertices(shape: np.ndarray, center: np.ndarray, size: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """(N, K, 2) frame coordinates of a shape's vertices over N frames."""
+    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    px = shape[None, :, 0] * size[:, 0:1]
+    py = shape[None, :, 1] * size[:, 1:2]
+    return np.stack([c * px - s * py + center[:, 0:1], s * px + c * py + center[:, 1:2]], -1)
+
+
+def _half_extent(shape: np.ndarray, size: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """(N, 2) half width/height of the axis-aligned box of the shape around its centre."""
+    v = _vertices(shape, np.zeros((len(angle), 2)), size, angle)
+    return np.abs(v).max(1)
+
+
+def _poly_area(v: np.ndarray) -> np.ndarray:
+    x, y = v[..., 0], v[..., 1]
+    return 0.5 * np.abs((x * np.roll(y, -1, -1) - np.roll(x, -1, -1) * y).sum(-1))
+
+
+# -- smooth random processes -------------------------------------------------------------------
+def _curve(rng: np.random.Generator, n: int, lo: float, hi: float, period: float) -> np.ndarray:
+    """A smooth random curve in [lo, hi]: Catmull-Rom through uniform knots ``period`` frames apart."""
+    k = int(math.ceil(n / period)) + 6
+    v = rng.uniform(lo, hi, k)
+    t = np.arange(n) / period + 1.0 + rng.uniform(0.0, 1.0)
+    i = np.floor(t).astype(int)
+    f = t - i
+    p0, p1, p2, p3 = v[i - 1], v[i], v[i + 1], v[i + 2]
+    out = 0.5 * (2 * p1 + (p2 - p0) * f + (2 * p0 - 5 * p1 + 4 * p2 - p3) * f ** 2
+                 + (3 * p1 - p0 - 3 * p2 + p3) * f ** 3)
+    return np.clip(out, lo, hi)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A rise-hold-fall window (0-based frames): ramp 0 -> 1 over ``rise``, 1 for ``hold``, back over ``fall``."""
+
+    kind: str
+    start: int
+    rise: int
+    hold: int
+    fall: int
+
+    @property
+    def end(self) -> int:  # last frame with a non-zero ramp
+        return self.start + self.rise + self.hold + self.fall
+
+    def ramp(self, n: int) -> np.ndarray:
+        t = np.arange(n, dtype=np.float64)
+        up = _smoothstep((t - self.start) / self.rise)
+        down = 1.0 - _smoothstep((t - (self.start + self.rise + self.hold)) / self.fall)
+        return np.minimum(up, down)
+
+
+def _event(rng: np.random.Generator, kind: str, n: int, start: int = 0) -> Event:
+    def part(lo: float, hi: float, least: int) -> int:
+        return max(least, int(round(n * rng.uniform(lo, hi))))
+
+    return Event(kind, start, part(0.03, 0.08, 3), part(0.03, 0.12, 2), part(0.03, 0.08, 3))
+
+
+def _schedule(rng: np.random.Generator, events: list[Event], first: int, last: int) -> list[Event]:
+    """Lay events one after the other in [first, last] with random gaps; drop what does not fit."""
+    events = [events[i] for i in rng.permutation(len(events))]
+    while events and sum(e.end - e.start + 1 for e in events) > last - first:
+        events.pop()
+    if not events:
+        return []
+    slack = (last - first) - sum(e.end - e.start + 1 for e in events)
+    gaps = np.floor(rng.dirichlet(np.ones(len(events) + 1)) * slack).astype(int)
+    out, t = [], first
+    for e, g in zip(events, gaps):
+        t += int(g)
+        out.append(Event(e.kind, t, e.rise, e.hold, e.fall))
+        t = out[-1].end + 1
+    return out
+
+
+def _line_kernel(length: float, angle: float) -> np.ndarray:
+    k = max(3, int(math.ceil(length)) | 1)
+    img = np.zeros((k, k), np.float32)
+    c = (k - 1) / 2
+    dx, dy = math.cos(angle) * (length - 1) / 2, math.sin(angle) * (length - 1) / 2
+    p1 = (int(round((c - dx) * 16)), int(round((c - dy) * 16)))
+    p2 = (int(round((c + dx) * 16)), int(round((c + dy) * 16)))
+    cv2.line(img, p1, p2, 1.0, 1, cv2.LINE_AA, 4)
+    s = float(img.sum())
+    if s <= 0:
+        img[int(c), int(c)] = 1.0
+        s = 1.0
+    return img / s
+
+
+# -- patches -----------------------------------------------------------------------------------
+def _cut_patch(rng: np.random.Generator, photo: np.ndarray, aspect: float, lo: float, hi: float,
+               max_size: tuple[float, float]) -> tuple[np.ndarray, list[int]]:
+    """The most textured of a few random crops with width/height ``aspect``; resized down to at most ``max_size``."""
+    ph, pw = photo.shape[:2]
+    best, best_score, best_box = None, -1.0, [0, 0, 0, 0]
+    for _ in range(6):
+        h = rng.uniform(lo, hi) * min(ph, pw)
+        w = h * aspect
+        if w > pw:
+            h, w = h * pw / w, float(pw)
+        if h > ph:
+            w, h = w * ph / h, float(ph)
+        w, h = max(4, int(w)), max(4, int(h))
+        x, y = int(rng.integers(0, pw - w + 1)), int(rng.integers(0, ph - h + 1))
+        crop = photo[y:y + h, x:x + w]
+        small = cv2.resize(crop, (32, 32), interpolation=cv2.INTER_AREA).astype(np.float32)
+        score = float(small.std()) + 0.5 * float(np.abs(np.diff(small, axis=1)).mean())
+        if score > best_score:
+            best, best_score, best_box = crop, score, [x, y, w, h]
+    assert best is not None
+    mw, mh = max(4, int(math.ceil(max_size[0]))), max(4, int(math.ceil(max_size[1])))
+    if best.shape[1] > mw or best.shape[0] > mh:
+        best = cv2.resize(best, (min(mw, best.shape[1]), min(mh, best.shape[0])), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(best), best_box
+
+
+def _retint(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
+    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(20, 160)) % 180
+    hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(0.7, 1.4) + rng.uniform(0, 60), 0, 255)
+    hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(0.7, 1.2), 0, 255)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+# -- the plan ----------------------------------------------------------------------------------
+@dataclass
+class Layer:
+    """A textured polygon with a pose per frame."""
+
+    role: str
+    photo: str
+    texture: np.ndarray
+    shape_kind: str
+    shape: np.ndarray
+    center: np.ndarray  # (N, 2)
+    size: np.ndarray  # (N, 2) width, height of the shape's box before rotation
+    angle: np.ndarray  # (N,) radians
+    active: np.ndarray  # (N,) bool
+    blur: np.ndarray = field(default=None)  # (N,) motion blur kernel length in px
+    blur_angle: np.ndarray = field(default=None)
+
+    def velocity(self) -> np.ndarray:
+        return np.gradient(self.center, axis=0) if len(self.center) > 1 else np.zeros_like(self.center)
+
+
+@dataclass
+class SequencePlan:
+    name: str
+    index: int
+    seed: int
+    split: str
+    size: tuple[int, int]
+    n_frames: int
+    present: dict[str, bool]
+    background: np.ndarray
+    background_photo: str
+    camera: np.ndarray  # (N, 2, 3) cv2 affine photo -> frame
+    camera_blur: np.ndarray
+    camera_blur_angle: np.ndarray
+    target: Layer
+    distractors: list[Layer]
+    occluders: list[Layer]
+    gain: np.ndarray
+    gamma: np.ndarray
+    lights: list[tuple[np.ndarray, float, np.ndarray]]  # (centre (N,2) in units of the short side, sigma, amplitude (N,))
+    events: list[Event]
+    info: dict
+
+    def ground_truth(self) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 4) x, y, w, h of the target's box clipped to the frame, and (N,) bool entirely out of the frame."""
+        W, H = self.size
+        t = self.target
+        v = _vertices(t.shape, t.center, t.size, t.angle)
+        x0 = np.clip(v[..., 0].min(1), 0, W)
+        x1 = np.clip(v[..., 0].max(1), 0, W)
+        y0 = np.clip(v[..., 1].min(1), 0, H)
+        y1 = np.clip(v[..., 1].max(1), 0, H)
+        out = (x1 - x0 <= 0) | (y1 - y0 <= 0)
+        gt = np.stack([x0, y0, x1 - x0, y1 - y0], 1)
+        gt[out] = 0.0
+        return gt, out
+
+
+def _check_args(split: str, size: tuple[int, int], n_frames: int | None, min_frames: int, max_frames: int) -> None:
+    split_photos(split)
+    if len(size) != 2 or min(size) < 64:
+        raise EdgetrackError(f"frame size {size!r}: expected width and height of at least 64 px")
+    if n_frames is None and not (2 <= min_frames <= max_frames):
+        raise EdgetrackError(f"frames {min_frames}..{max_frames}: expected 2 <= min-frames <= max-frames")
+    if n_frames is not None and n_frames < 2:
+        raise EdgetrackError(f"n_frames {n_frames}: expected at least 2")
+
+
+def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
+                  n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
+                  max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None) -> SequencePlan:
+    """Draw everything about sequence ``index``. ``challenges`` (names from ``CHALLENGES``), when
+    given, replaces the random choice of which challenges occur (``()`` = none of them)."""
+    _check_args(split, size, n_frames, min_frames, max_frames)
+    if challenges is not None:
+        unknown = set(challenges) - set(CHALLENGES)
+        if unknown:
+            raise EdgetrackError(f"challenges {sorted(unknown)}: expected names from {', '.join(CHALLENGES)}")
+    W, H = int(size[0]), int(size[1])
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), SPLIT_IDS[split], int(index)])))
+    u = rng.random()  # always drawn, so the rest of the stream does not depend on how N is given
+    N = int(n_frames) if n_frames is not None else min_frames + min(int(u * (max_frames - min_frames + 1)),
+                                                                    max_frames - min_frames)
+    draws = {c: bool(rng.random() < p) for c, p in CHALLENGE_PROB.items()}
+    present = draws if challenges is None else {c: c in challenges for c in CHALLENGES}
+    short = min(W, H)
+
+    # photos: target, background and occluders from different photos of the split
+    pool = list(split_photos(split))
+    order = [pool[i] for i in rng.permutation(len(pool))]
+    target_photo, bg_photo, others = order[0], order[1], order[2:]
+
+    # target size, scale, aspect, rotation
+    side = short * math.exp(rng.uniform(math.log(0.1), math.log(0.38)))
+    a0 = math.exp(rng.uniform(math.log(1 / 2.2), math.log(2.2)))
+    w0 = float(np.clip(side * math.sqrt(a0), MIN_INIT_SIDE, 0.6 * W))
+    h0 = float(np.clip(side / math.sqrt(a0), MIN_INIT_SIDE, 0.6 * H))
+    p_scale = rng.uniform(40, 110)
+    ls = _curve(rng, N, math.log(0.6), math.log(1.6), p_scale)
+    scale = np.exp(ls - ls[0]) if present["scale_change"] else np.ones(N)
+    la = _curve(rng, N, math.log(0.65), math.log(1.5), rng.uniform(40, 110))
+    aspect = np.exp(la - la[0]) if present["aspect_change"] else np.ones(N)
+    tw = np.clip(w0 * scale * np.sqrt(aspect), 10.0, 0.8 * W)
+    th = np.clip(h0 * scale / np.sqrt(aspect), 10.0, 0.8 * H)
+    tw[0], th[0] = w0, h0
+    tsize = np.stack([tw, th], 1)
+    spin = rng.random() < 0.25
+    rate = rng.uniform(0.5, 2.0) * rng.choice([-1.0, 1.0])
+    wob = _curve(rng, N, -45.0, 45.0, rng.uniform(40, 100))
+    if present["rotation"]:
+        angle = np.deg2rad(wob[0] * 0.2 + rate * np.arange(N) if spin else wob)
+    else:
+        angle = np.zeros(N)
+    t_kind, t_shape = _shape(rng)
+
+    # target path: a smooth curve inside a random sub-rectangle of the frame
+    def axis_path(length: float) -> np.ndarray:
+        span = rng.uniform(0.15, 0.7) * length
+        lo = rng.uniform(0.1 * length, 0.9 * length - span)
+        return _curve(rng, N, lo, lo + span, rng.uniform(25, 90))
+
+    base = np.stack([axis_path(W), axis_path(H)], 1)
+    ext = _half_extent(t_shape, tsize, angle)
+    # frame 1: the whole target inside the frame, 2 px from the edges
+    shift = np.clip(base[0], ext[0] + 2, np.array([W, H]) - ext[0] - 2) - base[0]
+    base = base + shift
+    center = base.copy()
+
+    # events: out of view, occlusions (disjoint in time)
+    evs: list[Event] = []
+    if present["out_of_view"]:
+        evs += [_event(rng, "out_of_view", N) for _ in range(1 + int(N >= 200 and rng.random() < 0.4))]
+    if present["partial_occlusion"]:
+        evs += [_event(rng, "partial_occlusion", N) for _ in range(1 + int(rng.random() < 0.5))]
+    if present["full_occlusion"]:
+        evs.append(_event(rng, "full_occlusion", N))
+    events = _schedule(rng, evs, max(5, N // 15), N - 2)
+
+    edges = {"left": np.array([-1.0, 0.0]), "right": np.array([1.0, 0.0]),
+             "top": np.array([0.0, -1.0]), "bottom": np.array([0.0, 1.0])}
+
+    def beyond(edge: str, c: np.ndarray, half: np.ndarray) -> np.ndarray:
+        """Distance along ``edge``'s direction that takes a box (centre c, half extents) out of the frame."""
+        if edge == "left":
+            return c[:, 0] + half[:, 0] + 3
+        if edge == "right":
+            return W - c[:, 0] + half[:, 0] + 3
+        if edge == "top":
+            return c[:, 1] + half[:, 1] + 3
+        return H - c[:, 1] + half[:, 1] + 3
+
+    info_events: list[dict] = []
+    for e in events:
+        if e.kind != "out_of_view":
+            continue
+        mid = min(N - 1, e.start + e.rise)
+        d = {"left": center[mid, 0], "right": W - center[mid, 0], "top": center[mid, 1], "bottom": H - center[mid, 1]}
+        edge = min(d, key=d.get) if rng.random() < 0.6 else str(rng.choice(list(edges)))
+        r = e.ramp(N)
+        center = center + (r * beyond(edge, center, ext))[:, None] * edges[edge]
+        info_events.append({"kind": e.kind, "edge": edge, "frames": [e.start + 1, min(N, e.end + 1)]})
+
+    # motion blur windows
+    blur_strength = np.zeros(N)
+    if present["motion_blur"]:
+        for _ in range(1 + int(rng.random() < 0.5)):
+            e = _event(rng, "motion_blur", N, int(rng.integers(1, max(2, N - 10))))
+            e = Event(e.kind, e.start, e.rise, e.hold * 2, e.fall)
+            blur_strength = np.maximum(blur_strength, e.ramp(N) * rng.uniform(0.6, 1.3))
+            info_events.append({"kind": "motion_blur", "frames": [e.start + 1, min(N, e.end + 1)]})
+    max_blur = max(5.0, 0.05 * max(W, H))
+
+    def blur_of(vel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        speed = np.hypot(vel[:, 0], vel[:, 1])
+        length = np.minimum(blur_strength * (speed + 2.0), max_blur)
+        length[length < 1.5] = 0.0
+        return length, np.arctan2(vel[:, 1], vel[:, 0])
+
+    tphoto = load_photo(target_photo)
+    max_tex = (float(tsize[:, 0].max()) * 1.25, float(tsize[:, 1].max()) * 1.25)
+    tex, tex_box = _cut_patch(rng, tphoto, w0 / h0, 0.2, 0.7, max_tex)
+    target = Layer("target", target_photo, tex, t_kind, t_shape, center, tsize, angle, np.ones(N, bool))
+
+    # distractors: other patches of the target's photo, or the target re-tinted, near its path
+    distractors: list[Layer] = []
+    if present["distractors"]:
+        for _ in range(int(rng.integers(1, 4))):
+            kind = "same_photo" if rng.random() < 0.5 else "retinted"
+            if kind == "same_photo":
+                dtex, _ = _cut_patch(rng, tphoto, w0 / h0 * rng.uniform(0.8, 1.25), 0.2, 0.7, max_tex)
+            else:
+                dtex = _retint(rng, tex)
+            reach = rng.uniform(1.0, 2.5) * max(w0, h0)
+            off = np.stack([_curve(rng, N, -reach, reach, rng.uniform(30, 90)) for _ in range(2)], 1)
+            dsize = tsize * rng.uniform(0.75, 1.25)
+            dang = angle + np.deg2rad(_curve(rng, N, -30, 30, rng.uniform(40, 100)))
+            dk, ds = (t_kind, t_shape) if rng.random() < 0.6 else _shape(rng)
+            distractors.append(Layer(f"distractor_{kind}", target_photo, dtex, dk, ds, base + off, dsize, dang,
+                                     np.ones(N, bool)))
+
+    # occluders: patches of other photos that slide in from a frame edge over the target and out again
+    occluders: list[Layer] = []
+    for e in events:
+        if e.kind not in ("partial_occlusion", "full_occlusion"):
+            continue
+        r = e.ramp(N)
+        win = slice(e.start, min(N, e.end + 1))
+        hold = slice(min(N - 1, e.start + e.rise), min(N, e.start + e.rise + e.hold + 1))
+        full = e.kind == "full_occlusion"
+        if full:
+            ok, oshape = _shape(rng, "rectangle" if rng.random() < 0.7 else "ellipse")
+            need = 2 * ext[hold].max(0) * rng.uniform(1.2, 1.5) + 4
+            if ok == "ellipse":
+                need = need * 1.45
+            osize = np.tile(need, (N, 1))
+            oang = np.zeros(N)
+        else:
+            ok, oshape = _shape(rng)
+            osize = np.tile(tsize[hold].mean(0) * rng.uniform(0.5, 1.1, 2), (N, 1))
+            oang = np.full(N, rng.uniform(-0.3, 0.3))
+        oext = _half_extent(oshape, osize, oang)
+        edge = str(rng.choice(list(edges)))
+        direction = edges[edge]
+        perp = np.array([-direction[1], direction[0]])
+        if full:
+            near, side_off = 0.0, 0.0
+        else:
+            along = abs(direction) @ (ext[hold].mean(0) + oext[0])
+            near = rng.uniform(0.3, 0.7) * along
+            side_off = rng.uniform(-0.4, 0.4) * (abs(perp) @ ext[hold].mean(0))
+        far = beyond(edge, center, oext)
+        dist = far * (1 - r) + near * r
+        ocenter = center + dist[:, None] * direction + (side_off * r)[:, None] * perp
+        ophoto_name = str(rng.choice(others))
+        ophoto = load_photo(ophoto_name)
+        otex, _ = _cut_patch(rng, ophoto, float(osize[0, 0] / osize[0, 1]), 0.2, 0.8,
+                             (float(osize[0, 0]) * 1.25, float(osize[0, 1]) * 1.25))
+        active = np.zeros(N, bool)
+        active[win] = True
+        occluders.append(Layer(e.kind, ophoto_name, otex, ok, oshape, ocenter, osize, oang, active))
+        info_events.append({"kind": e.kind, "edge": edge, "frames": [e.start + 1, min(N, e.end + 1)],
+                            "photo": ophoto_name, "shape": ok})
+
+    for layer in [target, *distractors, *occluders]:
+        layer.blur, layer.blur_angle = blur_of(layer.velocity())
+
+    # camera: a crop window of the background photo that pans and zooms
+    bg = load_photo(bg_photo)
+    if rng.random() < 0.5:
+        bg = bg[:, ::-1]
+    ph, pw = bg.shape[:2]
+    cw_max = min(pw, ph * W / H)
+    if present["camera_motion"]:
+        zoom = _curve(rng, N, 0.55, 1.0, rng.uniform(60, 150))
+        fx = _curve(rng, N, *sorted(rng.uniform(0, 1, 2)), rng.uniform(50, 150))
+        fy = _curve(rng, N, *sorted(rng.uniform(0, 1, 2)), rng.uniform(50, 150))
+    else:
+        zoom, fx, fy = (np.full(N, rng.uniform(a, b)) for a, b in ((0.6, 1.0), (0, 1), (0, 1)))
+    cw = cw_max * zoom
+    if cw.min() > 1.3 * W:  # always shrinking: shrink the photo once instead (no aliasing)
+        g = 1.1 * W / float(cw.min())
+        bg = cv2.resize(bg, (max(1, round(pw * g)), max(1, round(ph * g))), interpolation=cv2.INTER_AREA)
+        ph, pw = bg.shape[:2]
+        cw = cw * g
+        cw = np.minimum(cw, min(pw, ph * W / H))
+    bg = np.ascontiguousarray(bg)
+    ch = cw * H / W
+    cx = cw / 2 + fx * (pw - cw)
+    cy = ch / 2 + fy * (ph - ch)
+    s = W / cw
+    cam = np.zeros((N, 2, 3))
+    cam[:, 0, 0] = s
+    cam[:, 1, 1] = s
+    cam[:, 0, 2] = s * (0.5 - cx + cw / 2) - 0.5
+    cam[:, 1, 2] = s * (0.5 - cy + ch / 2) - 0.5
+    pan = np.stack([np.gradient(cx) * s, np.gradient(cy) * s], 1) if N > 1 else np.zeros((N, 2))
+    cam_blur, cam_blur_angle = blur_of(pan)
+
+    # illumination
+    gain, gamma = np.ones(N), np.ones(N)
+    if present["illumination"]:
+        gain = _curve(rng, N, 0.55, 1.35, rng.uniform(30, 100))
+        gamma = np.exp(_curve(rng, N, math.log(0.7), math.log(1.4), rng.uniform(30, 100)))
+        if rng.random() < 0.3:  # a light switched: a sudden step
+            st = int(rng.integers(1, N))
+            step = _smoothstep((np.arange(N) - st) / max(1, int(rng.integers(1, 4))))
+            gain = gain * (1 + step * (rng.uniform(0.5, 0.8) if rng.random() < 0.5 else -0.4))
+    lights: list[tuple[np.ndarray, float, np.ndarray]] = []
+    if present["local_illumination"]:
+        for _ in range(int(rng.integers(1, 3))):
+            lc = np.stack([_curve(rng, N, -0.2, W / short + 0.2, rng.uniform(40, 120)),
+                           _curve(rng, N, -0.2, H / short + 0.2, rng.uniform(40, 120))], 1)
+            amp = _curve(rng, N, -0.6, -0.2, 80) if rng.random() < 0.5 else _curve(rng, N, 0.3, 0.8, 80)
+            lights.append((lc, float(rng.uniform(0.15, 0.45)), amp))
+
+    info = {
+        "photos": {"target": target_photo, "background": bg_photo,
+                   "occluders": [o.photo for o in occluders],
+                   "distractors": [target_photo] * len(distractors)},
+        "target": {"shape": t_kind, "source_box": tex_box, "init_size": [round(w0, 2), round(h0, 2)],
+                   "spin": bool(spin and present["rotation"])},
+        "distractors": [{"kind": d.role.removeprefix("distractor_"), "shape": d.shape_kind} for d in distractors],
+        "events": sorted(info_events, key=lambda d: d["frames"][0]),
+    }
+    return SequencePlan(sequence_name(split, index), int(index), int(seed), split, (W, H), N, present, bg, bg_photo,
+                        cam, cam_blur, cam_blur_angle, target, distractors, occluders, gain, gamma, lights,
+                        events, info)
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _alpha(vroi: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    canvas = np.zeros(shape, np.uint8)
+    pts = np.round((vroi - 0.5) * 16).astype(np.int32)
+    cv2.fillPoly(canvas, [pts], 255, cv2.LINE_AA, 4)
+    return canvas.astype(np.float32) * (1.0 / 255.0)
+
+
+def _draw(frame: np.ndarray, layer: Layer, t: int) -> tuple[int, int, np.ndarray, np.ndarray] | None:
+    """Composite ``layer`` at frame ``t`` onto ``frame`` (float32, in place). Returns the ROI origin,
+    the unblurred alpha over the ROI and the vertices, or None if it is outside the frame."""
+    H, W = frame.shape[:2]
+    c = layer.center[t]
+    w, h = (float(v) for v in layer.size[t])
+    ang = float(layer.angle[t])
+    v = _vertices(layer.shape, c[None], layer.size[t][None], np.array([ang]))[0]
+    blur = float(layer.blur[t]) if layer.blur is not None else 0.0
+    pad = int(math.ceil(blur / 2)) + 2
+    x0 = max(0, int(math.floor(v[:, 0].min())) - pad)
+    x1 = min(W, int(math.ceil(v[:, 0].max())) + pad)
+    y0 = max(0, int(math.floor(v[:, 1].min())) - pad)
+    y1 = min(H, int(math.ceil(v[:, 1].max())) + pad)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    tw, th = max(1, round(w)), max(1, round(h))
+    src = layer.texture
+    tex = cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA if tw < src.shape[1] else cv2.INTER_LINEAR)
+    co, si = math.cos(ang), math.sin(ang)
+    a = np.array([[co * w / tw, -si * h / th], [si * w / tw, co * h / th]])
+    b = a @ np.array([0.5 - tw / 2, 0.5 - th / 2]) + c - 0.5 - np.array([x0, y0])
+    m = np.hstack([a, b[:, None]])
+    col = cv2.warpAffine(tex, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = _alpha(v - np.array([x0, y0]), (y1 - y0, x1 - x0))
+    pm = col.astype(np.float32) * alpha[..., None]
+    ab = alpha
+    if blur >= 1.5:
+        k = _line_kernel(blur, float(layer.blur_angle[t]))
+        pm = cv2.filter2D(pm, -1, k, borderType=cv2.BORDER_CONSTANT)
+        ab = cv2.filter2D(alpha, -1, k, borderType=cv2.BORDER_CONSTANT)
+    roi = frame[y0:y1, x0:x1]
+    roi *= (1.0 - ab)[..., None]
+    roi += pm
+    return x0, y0, alpha, v
+
+
+@dataclass
+class FrameInfo:
+    visible: float  # fraction of the target's area that is in the frame and not occluded
+    occluded: float  # fraction of the target's in-frame area covered by occluders
+    mask: np.ndarray | None = None  # (H, W) float32 alpha of the target before occlusion (debug)
+
+
+def render_frames(plan: SequencePlan, masks: bool = False) -> Iterator[tuple[np.ndarray, FrameInfo]]:
+    """Render the plan frame by frame: (RGB uint8 frame, FrameInfo)."""
+    W, H = plan.size
+    short = min(W, H)
+    if plan.lights:
+        gw, gh = max(2, W // 8), max(2, H // 8)
+        gx = (np.arange(gw) + 0.5) * (W / gw) / short
+        gy = (np.arange(gh) + 0.5) * (H / gh) / short
+    t_area = _poly_area(_vertices(plan.target.shape, plan.target.center, plan.target.size, plan.target.angle))
+    for t in range(plan.n_frames):
+        bg = cv2.warpAffine(plan.background, plan.camera[t], (W, H), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT)
+        if plan.camera_blur[t] >= 1.5:
+            bg = cv2.filter2D(bg, -1, _line_kernel(float(plan.camera_blur[t]), float(plan.camera_blur_angle[t])),
+                              borderType=cv2.BORDER_REFLECT)
+        frame = bg.astype(np.float32)
+        for d in plan.distractors:
+            _draw(frame, d, t)
+        drawn = _draw(frame, plan.target, t)
+        cover = None
+        for o in plan.occluders:
+            if not o.active[t]:
+                continue
+            od = _draw(frame, o, t)
+            if od is None or drawn is None:
+                continue
+            tx0, ty0, talpha, _ = drawn
+            oa = _alpha(od[3] - np.array([tx0, ty0]), talpha.shape)
+            cover = oa if cover is None else 1.0 - (1.0 - cover) * (1.0 - oa)
+        if drawn is None:
+            visible, occluded, talpha = 0.0, 0.0, None
+        else:
+            talpha = drawn[2]
+            inside = float(talpha.sum())
+            seen = inside if cover is None else float((talpha * (1.0 - cover)).sum())
+            visible = min(1.0, seen / max(float(t_area[t]), 1e-6))
+            occluded = 0.0 if inside <= 0 else max(0.0, 1.0 - seen / inside)
+        if plan.lights:
+            fieldv = np.ones((gh, gw), np.float32)
+            for lc, sigma, amp in plan.lights:
+                d2 = (gx[None, :] - lc[t, 0]) ** 2 + (gy[:, None] - lc[t, 1]) ** 2
+                fieldv += (amp[t] * np.exp(-d2 / (2 * sigma * sigma))).astype(np.float32)
+            fieldv = np.clip(fieldv, 0.2, 2.5)
+            frame *= cv2.resize(fieldv, (W, H), interpolation=cv2.INTER_LINEAR)[..., None]
+        out = np.clip(frame, 0, 255).astype(np.uint8) if plan.lights else \
+            cv2.convertScaleAbs(frame)  # frame is within [0, 255] without lights
+        if plan.gain[t] != 1.0 or plan.gamma[t] != 1.0:
+            lut = np.clip(255.0 * plan.gain[t] * (np.arange(256) / 255.0) ** plan.gamma[t] + 0.5, 0, 255)
+            out = cv2.LUT(out, lut.astype(np.uint8))
+        mask = None
+        if masks:
+            mask = np.zeros((H, W), np.float32)
+            if drawn is not None:
+                x0, y0, a, _ = drawn
+                mask[y0:y0 + a.shape[0], x0:x0 + a.shape[1]] = a
+        yield out, FrameInfo(visible, occluded, mask)
+
+
+def _ranges(flags: np.ndarray) -> list[list[int]]:
+    """1-based inclusive [first, last] runs of True."""
+    out: list[list[int]] = []
+    idx = np.flatnonzero(flags)
+    if len(idx) == 0:
+        return out
+    start = prev = int(idx[0])
+    for i in idx[1:]:
+        i = int(i)
+        if i != prev + 1:
+            out.append([start + 1, prev + 1])
+            start = i
+        prev = i
+    out.append([start + 1, prev + 1])
+    return out
+
+
+def finish_meta(plan: SequencePlan, infos: list[FrameInfo]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Ground truth, absence flags and meta.json content once all frames are rendered."""
+    N = plan.n_frames
+    gt, out = plan.ground_truth()
+    visible = np.array([i.visible for i in infos])
+    occluded = np.array([i.occluded for i in infos])
+    absent = out | (visible < ABSENT_VISIBLE_FRACTION)
+    full_occ = absent & ~out & (occluded > 0.5)
+    part_occ = ~absent & (occluded > 0.05)
+    W, H = plan.size
+    v = _vertices(plan.target.shape, plan.target.center, plan.target.size, plan.target.angle)
+    part_out = ~out & ((v[..., 0].min(1) < 0) | (v[..., 1].min(1) < 0) | (v[..., 0].max(1) > W)
+                       | (v[..., 1].max(1) > H))
+    blur = plan.target.blur >= 1.5
+    whole = np.ones(N, bool)
+    ch = {
+        "camera_motion": whole & plan.present["camera_motion"],
+        "scale_change": whole & plan.present["scale_change"],
+        "aspect_change": whole & plan.present["aspect_change"],
+        "rotation": whole & plan.present["rotation"],
+        "partial_occlusion": part_occ,
+        "full_occlusion": full_occ,
+        "distractors": whole & bool(plan.distractors),
+        "motion_blur": blur | (plan.camera_blur >= 1.5),
+        "illumination": whole & plan.present["illumination"],
+        "local_illumination": whole & bool(plan.lights),
+        "out_of_view": out,
+        "partially_out_of_view": part_out,
+    }
+    challenges = {k: _ranges(f) for k, f in ch.items()}
+    meta = {
+        "generator": "edgetrack.synth",
+        "version": GENERATOR_VERSION,
+        "name": plan.name,
+        "seed": plan.seed,
+        "split": plan.split,
+        "index": plan.index,
+        "frame_size": [W, H],
+        "n_frames": N,
+        **plan.info,
+        "attributes": [k for k, r in challenges.items() if r],
+        "challenges": challenges,
+        "absent_frames": int(absent.sum()),
+        "visible_fraction": [round(float(x), 3) for x in visible],
+    }
+    return gt, absent, meta
+
+
+@dataclass
+class SynthSequence:
+    frames: list[np.ndarray]
+    gt: np.ndarray
+    absent: np.ndarray
+    meta: dict
+    visible: np.ndarray
+    masks: list[np.ndarray] | None = None
+
+
+def render_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
+                    n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
+                    max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
+                    masks: bool = False) -> SynthSequence:
+    """Render a whole sequence in memory; with ``masks`` also the target's alpha per frame (before occlusion)."""
+    plan = plan_sequence(index, seed, split, size, n_frames, min_frames=min_frames, max_frames=max_frames,
+                         challenges=challenges)
+    frames, infos = [], []
+    for img, info in render_frames(plan, masks=masks):
+        frames.append(img)
+        infos.append(info)
+    gt, absent, meta = finish_meta(plan, infos)
+    return SynthSequence(frames, gt, absent, meta, np.array([i.visible for i in infos]),
+                         [i.mask for i in infos] if masks else None)
+
+
+def generate_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
+                      n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
+                      max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
+                      ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, dict]:
+    """(frames as RGB uint8 arrays, gt (N, 4) x,y,w,h, absent (N,) bool, meta) of sequence ``index``."""
+    s = render_sequence(index, seed, split, size, n_frames, min_frames=min_frames, max_frames=max_frames,
+                        challenges=challenges)
+    return s.frames, s.gt, s.absent, s.meta
