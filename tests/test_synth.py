@@ -1,0 +1,263 @@
+"""edgetrack synth: photo splits, determinism, exact ground truth, absence labels, the folder
+layout, bad input and resume after an interrupted run. Small frames and short sequences."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgetrack.cli import app
+from edgetrack.errors import EdgetrackError
+from edgetrack.synth import (
+    CHALLENGES,
+    EVAL_PHOTOS,
+    PHOTOS,
+    TRAIN_PHOTOS,
+    generate_sequence,
+    load_photo,
+    plan_sequence,
+    render_sequence,
+)
+from edgetrack.synth import dataset as synth_dataset
+from edgetrack.synth.dataset import write_dataset
+from edgetrack.synth.generator import render_frames
+
+SMALL = (160, 120)
+CLI_ARGS = ["--size", "160x120", "--min-frames", "20", "--max-frames", "30"]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_photo_splits_are_disjoint_and_load_offline():
+    assert not set(TRAIN_PHOTOS) & set(EVAL_PHOTOS)
+    assert set(TRAIN_PHOTOS) | set(EVAL_PHOTOS) == set(PHOTOS)
+    assert len(TRAIN_PHOTOS) == len(set(TRAIN_PHOTOS)) and len(EVAL_PHOTOS) == len(set(EVAL_PHOTOS))
+    for name in PHOTOS:
+        img = load_photo(name)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3, name
+        assert min(img.shape[:2]) >= 150, name
+        assert img.std() > 10, name  # a photo, not a blank
+
+
+def test_sequences_use_only_their_split_photos():
+    for split, allowed in (("train", set(TRAIN_PHOTOS)), ("eval", set(EVAL_PHOTOS))):
+        for index in range(1, 13):
+            plan = plan_sequence(index, 3, split, SMALL, 40, challenges=CHALLENGES)
+            used = {plan.target.photo, plan.background_photo, *(o.photo for o in plan.occluders),
+                    *(d.photo for d in plan.distractors)}
+            assert used <= allowed, (split, index, used - allowed)
+            assert plan.target.photo != plan.background_photo
+            assert all(o.photo != plan.target.photo for o in plan.occluders)
+
+
+def test_same_seed_same_sequence_other_seed_differs():
+    a = generate_sequence(2, 11, "eval", SMALL, 25)
+    b = generate_sequence(2, 11, "eval", SMALL, 25)
+    assert len(a[0]) == len(b[0]) == 25
+    assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0]))
+    assert np.array_equal(a[1], b[1]) and np.array_equal(a[2], b[2]) and a[3] == b[3]
+    c = generate_sequence(2, 12, "eval", SMALL, 25)
+    assert not np.array_equal(a[1], c[1])
+    assert not all(np.array_equal(x, y) for x, y in zip(a[0], c[0]))
+    d = generate_sequence(3, 11, "eval", SMALL, 25)
+    assert not np.array_equal(a[1], d[1])
+    # frame count drawn from the range when not given
+    n = len(plan_sequence(5, 11, "eval", SMALL, min_frames=20, max_frames=24).target.center)
+    assert 20 <= n <= 24
+
+
+@pytest.mark.parametrize("index", [1, 2, 3, 4])
+def test_ground_truth_is_the_box_of_the_target_pixels(index):
+    seq = render_sequence(index, 5, "eval", SMALL, 30, masks=True,
+                          challenges=("camera_motion", "scale_change", "aspect_change", "rotation", "distractors"))
+    W, H = SMALL
+    assert not seq.absent.any()
+    for k, (mask, (x, y, w, h)) in enumerate(zip(seq.masks, seq.gt)):
+        assert w > 0 and h > 0
+        ys, xs = np.nonzero(mask > 0.5)
+        assert len(xs) > 0, k
+        # the pixels lie inside the box and touch its four edges (within 1 px)
+        assert abs(xs.min() - x) <= 1 and abs(xs.max() + 1 - (x + w)) <= 1, (k, xs.min(), xs.max(), x, w)
+        assert abs(ys.min() - y) <= 1 and abs(ys.max() + 1 - (y + h)) <= 1, (k, ys.min(), ys.max(), y, h)
+        ys, xs = np.nonzero(mask > 0.02)  # even faint anti-aliased pixels reach at most 1 px beyond the box
+        assert xs.min() + 1 >= x - 1 and xs.max() <= x + w + 1 and ys.min() + 1 >= y - 1 and ys.max() <= y + h + 1
+        assert 0 <= x and 0 <= y and x + w <= W + 1e-6 and y + h <= H + 1e-6
+    # nothing covers the target here: the visible fraction is its in-frame share of its area
+    inside = (seq.gt[:, 0] > 0) & (seq.gt[:, 1] > 0) & (seq.gt[:, 0] + seq.gt[:, 2] < W) & (seq.gt[:, 1] + seq.gt[:, 3] < H)
+    assert inside[0] and (seq.visible[inside] > 0.97).all() and (seq.visible[inside] < 1.03).all()
+
+
+def test_absence_matches_out_of_view_and_full_occlusion():
+    seen_out = seen_occ = False
+    for index in range(1, 5):
+        seq = render_sequence(index, 9, "eval", SMALL, 120, masks=True, challenges=("out_of_view", "full_occlusion"))
+        meta = seq.meta
+        gt, absent = seq.gt, seq.absent
+        zero = np.all(gt == 0, axis=1)
+        area = np.array([m.sum() for m in seq.masks])
+        # out of view: no target pixel in the frame, a zero box, absent
+        assert np.array_equal(zero, area == 0)
+        assert absent[zero].all()
+        out_frames = {f for a, b in meta["challenges"]["out_of_view"] for f in range(a, b + 1)}
+        assert out_frames == {i + 1 for i in np.flatnonzero(zero)}
+        occ_frames = {f for a, b in meta["challenges"]["full_occlusion"] for f in range(a, b + 1)}
+        # fully occluded frames keep their box but are absent, and the target's pixels are covered
+        for f in occ_frames:
+            assert absent[f - 1] and not zero[f - 1] and seq.visible[f - 1] < 0.01
+        assert set(np.flatnonzero(absent) + 1) == out_frames | occ_frames
+        assert not absent[0] and meta["absent_frames"] == int(absent.sum())
+        seen_out |= bool(out_frames)
+        seen_occ |= bool(occ_frames)
+        # visible frames away from events are visible: every non-absent frame has > 1 % of the target
+        assert (seq.visible[~absent] >= 0.01).all()
+    assert seen_out and seen_occ
+
+
+def test_full_occlusion_hides_the_target_pixels():
+    kw = dict(challenges=("full_occlusion",))
+    for index in range(1, 6):
+        seq = render_sequence(index, 4, "eval", SMALL, 80, masks=True, **kw)
+        occ = [f - 1 for a, b in seq.meta["challenges"]["full_occlusion"] for f in range(a, b + 1)]
+        if not occ:
+            continue
+        # render the same plan without the occluder: inside the target the pixels must change
+        plan = plan_sequence(index, 4, "eval", SMALL, 80, **kw)
+        plan.occluders = []
+        clear = list(render_frames(plan))
+        k = occ[len(occ) // 2]
+        inside = seq.masks[k] > 0.99
+        diff = np.abs(seq.frames[k].astype(int) - clear[k][0].astype(int)).sum(-1)
+        assert (diff[inside] > 0).mean() > 0.9
+        return
+    pytest.fail("no fully occluded frame in 5 sequences")
+
+
+def test_first_frame_fully_visible_and_big_enough():
+    for split in ("train", "eval"):
+        for index in range(1, 21):
+            plan = plan_sequence(index, 0, split, (640, 480))
+            gt, out = plan.ground_truth()
+            x, y, w, h = gt[0]
+            assert w >= 19.5 and h >= 19.5 and not out[0]
+            assert x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480
+            first = next(render_frames(plan))[1]
+            assert first.visible > 0.97, (split, index, first.visible)
+            assert 150 <= plan.n_frames <= 300
+
+
+def test_cli_writes_the_layout_and_is_deterministic(tmp_path):
+    out = tmp_path / "synth"
+    res = CliRunner().invoke(app, ["synth", "--out", str(out), "--sequences", "3", "--seed", "4", *CLI_ARGS])
+    assert res.exit_code == 0, res.output
+    names = (out / "list.txt").read_text().split()
+    assert names == ["synth-eval-0001", "synth-eval-0002", "synth-eval-0003"]
+    assert sorted(p.name for p in out.iterdir()) == ["list.txt", *names]
+    for name in names:
+        seq = out / name
+        imgs = sorted((seq / "img").iterdir())
+        n = len(imgs)
+        assert 20 <= n <= 30
+        assert [p.name for p in imgs] == [f"{i:08d}.jpg" for i in range(1, n + 1)]
+        assert cv2.imread(str(imgs[0])).shape == (120, 160, 3)
+        rows = [line.split(",") for line in (seq / "groundtruth.txt").read_text().splitlines()]
+        assert len(rows) == n and all(len(r) == 4 for r in rows)
+        gt = np.array(rows, float)
+        absent = [int(v) for v in (seq / "absence.label").read_text().split()]
+        assert len(absent) == n and set(absent) <= {0, 1} and absent[0] == 0
+        assert gt[0, 2] >= 19.5 and gt[0, 3] >= 19.5
+        meta = json.loads((seq / "meta.json").read_text())
+        assert meta["seed"] == 4 and meta["split"] == "eval" and meta["frame_size"] == [160, 120]
+        assert meta["n_frames"] == n and meta["name"] == name and "version" in meta
+        assert set(meta["photos"]) == {"background", "target", "occluders", "distractors"}
+        assert set(CHALLENGES) <= set(meta["challenges"])
+        # the files hold what the in-memory API gives (JPEG aside)
+        frames, mgt, mabs, _ = generate_sequence(int(name[-4:]), 4, "eval", (160, 120), min_frames=20, max_frames=30)
+        assert len(frames) == n and np.allclose(mgt, gt, atol=0.006) and list(mabs.astype(int)) == absent
+        dec = cv2.cvtColor(cv2.imread(str(imgs[-1])), cv2.COLOR_BGR2RGB).astype(int)
+        assert np.abs(dec - frames[-1]).mean() < 6
+    # byte-identical on a second run, different with another seed
+    again = tmp_path / "again"
+    write_dataset(again, 3, 4, "eval", (160, 120), 20, 30)
+    assert _files(again) == _files(out)
+    other = tmp_path / "other"
+    write_dataset(other, 1, 5, "eval", (160, 120), 20, 30)
+    assert (other / "synth-eval-0001" / "groundtruth.txt").read_bytes() != \
+        (out / "synth-eval-0001" / "groundtruth.txt").read_bytes()
+    # the dataset reader of edgetrack reads it
+    from edgetrack.datasets.readers import read_folder
+
+    seqs = read_folder(out)
+    assert [s.name for s in seqs] == names
+
+
+def test_parallel_workers_write_the_same_files(tmp_path):
+    write_dataset(tmp_path / "one", 2, 8, "train", (160, 120), 20, 24, workers=1)
+    write_dataset(tmp_path / "two", 2, 8, "train", (160, 120), 20, 24, workers=2)
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+
+
+def test_resume_regenerates_only_missing_sequences(tmp_path, monkeypatch):
+    out = tmp_path / "synth"
+    write_dataset(out, 3, 2, "eval", SMALL, 20, 30)
+    before = _files(out)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.jpg")}
+    import shutil
+
+    shutil.rmtree(out / "synth-eval-0002")
+    # an interrupted run: sequence 3 is gone too, and its writer dies half way
+    shutil.rmtree(out / "synth-eval-0003")
+    real = synth_dataset.render_frames
+
+    def dying(plan, masks=False):
+        for k, item in enumerate(real(plan, masks)):
+            if plan.index == 3 and k == 5:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(synth_dataset, "render_frames", dying)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(out, 3, 2, "eval", SMALL, 20, 30)
+    assert (out / "synth-eval-0002" / "meta.json").is_file()
+    assert not (out / "synth-eval-0003").exists()  # no half sequence where the reader looks
+    monkeypatch.setattr(synth_dataset, "render_frames", real)
+    written = []
+    write_dataset(out, 3, 2, "eval", SMALL, 20, 30, progress=lambda name, skipped: written.append((name, skipped)))
+    assert written == [("synth-eval-0001", True), ("synth-eval-0002", True), ("synth-eval-0003", False)]
+    assert _files(out) == before
+    for p, t in stamps.items():
+        if "synth-eval-0001" in str(p):
+            assert p.stat().st_mtime_ns == t  # untouched
+    assert not (out / ".partial").exists()
+    # a rerun with other settings into the same folder is refused
+    with pytest.raises(EdgetrackError, match="other settings"):
+        write_dataset(out, 3, 3, "eval", SMALL, 20, 30)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--out", "{file}", "--sequences", "2"], "exists and is not a folder"),
+    (["--out", "{dir}", "--sequences", "0"], "--sequences 0"),
+    (["--out", "{dir}", "--sequences", "2", "--size", "640by480"], "--size '640by480'"),
+    (["--out", "{dir}", "--sequences", "2", "--size", "32x32"], "--size '32x32'"),
+    (["--out", "{dir}", "--sequences", "2", "--split", "test"], "--split 'test'"),
+    (["--out", "{dir}", "--sequences", "2", "--min-frames", "50", "--max-frames", "20"], "--min-frames 50"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, expected):
+    import edgetrack.cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = [a.format(file=afile, dir=tmp_path / "new") for a in args]
+    monkeypatch.setattr(sys, "argv", ["edgetrack", "synth", *argv])
+    with pytest.raises(SystemExit) as exc:
+        edgetrack.cli.main()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "new").exists()  # nothing written
