@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -229,8 +229,8 @@ class Layer:
     size: np.ndarray  # (N, 2) width, height of the shape's box before rotation
     angle: np.ndarray  # (N,) radians
     active: np.ndarray  # (N,) bool
-    blur: np.ndarray = field(default=None)  # (N,) motion blur kernel length in px
-    blur_angle: np.ndarray = field(default=None)
+    blur: np.ndarray | None = None  # (N,) motion blur kernel length in px (set by the planner)
+    blur_angle: np.ndarray | None = None
 
     def velocity(self) -> np.ndarray:
         return np.gradient(self.center, axis=0) if len(self.center) > 1 else np.zeros_like(self.center)
