@@ -270,3 +270,11 @@ def test_cli_user_errors_and_help(square_ds: Path, tmp_path: Path) -> None:
     (bad / "sq0.txt").write_text("1,2,3,4\n" * 5)
     with pytest.raises(EdgetrackError, match=r"sq0.txt: 5 boxes for 30 frames of sq0"):
         run_cli("analyze", str(bad), "-d", f"folder:{square_ds}", "--sequences", "sq0", "-o", str(tmp_path / "a"))
+
+
+def test_evaluation_modules_are_torch_free() -> None:
+    code = ("import sys, edgetrack.cli_eval, edgetrack.evaluation, edgetrack.metrics, edgetrack.peers, "
+            "edgetrack.datasets; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'nncf', 'training', 'conversion', 'matplotlib', 'got10k')]; print(bad); sys.exit(bool(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
