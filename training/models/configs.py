@@ -5,7 +5,7 @@ tracker defaults next to the architecture numbers, so that a name is all a user 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -86,6 +86,26 @@ CONFIGS: dict[str, ViTConfig] = {
         name="mixvit-tiny", search_size=64, template_size=32, depth=3, mlp_ratio=2.0,
         embed_dim=64, num_heads=4, head_channels=32, num_classes=10,
     ),
+    # "Mini": a small but real distillation chain that trains on this project's CPU-only
+    # machines (2 cores, no GPU) in hours rather than GPU-weeks. Same token layout and
+    # crop factors as -S/-B, scaled down: embed 192 / 3 heads (ViT-Tiny width), search 128 /
+    # template 64 crops (8x8 and 4x4 tokens), teacher depth 6 with a 32x32 corner map, so
+    # the student's 32 bins match the teacher's map one to one (the reference's stage-1 rule,
+    # FEAT_SZ = search / 4). Stage 1 trains the depth-4 student; deep-to-shallow then drops
+    # two layers and cuts the MLP ratio 4 -> 1 like MixFormerV2-S (mixformerv2-mini-s).
+    # Measured at batch 16, 2 threads: see training/README.md.
+    "mixvit-mini": MixViTConfig(
+        name="mixvit-mini", search_size=128, template_size=64, depth=6, mlp_ratio=4.0,
+        embed_dim=192, num_heads=3, head_channels=128, num_classes=10,
+    ),
+    "mixformerv2-mini": MixFormerV2Config(
+        name="mixformerv2-mini", search_size=128, template_size=64, depth=4, mlp_ratio=4.0,
+        embed_dim=192, num_heads=3, bins=32,
+    ),
+    "mixformerv2-mini-s": MixFormerV2Config(
+        name="mixformerv2-mini-s", search_size=128, template_size=64, depth=2, mlp_ratio=1.0,
+        embed_dim=192, num_heads=3, bins=32,
+    ),
 }
 
 
@@ -96,3 +116,24 @@ def get_config(name: str, **overrides) -> ViTConfig:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(CONFIGS))}")
     cfg = CONFIGS[key]
     return replace(cfg, **overrides) if overrides else cfg
+
+
+_KINDS: dict[str, type[ViTConfig]] = {"mixformerv2": MixFormerV2Config, "mixvit": MixViTConfig}
+
+
+def config_from_dict(d: dict) -> ViTConfig:
+    """The configuration saved as ``dataclasses.asdict(cfg)`` (a training checkpoint's
+    ``config``), rebuilt; works for configurations that have no registered name."""
+    d = dict(d)
+    kind = d.pop("arch", None)
+    if kind not in _KINDS:
+        raise ValueError(f"config: 'arch' must be one of {', '.join(_KINDS)}, got {kind!r}")
+    cls = _KINDS[kind]
+    known = {f.name for f in fields(cls) if f.init}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"config: unknown fields {', '.join(unknown)} for {kind}")
+    for key in ("mean", "std"):
+        if key in d:
+            d[key] = tuple(float(v) for v in d[key])
+    return cls(**d)

@@ -1,0 +1,372 @@
+"""Training triplets (template, online template, search) sampled from tracking sequences.
+
+The sampler follows the reference (MixFormer/STARK ``TrackingSampler`` + ``MixformerProcessing``,
+as MixFormerV2 configures them):
+
+* frames: ``causal`` mode for the box stages (a base frame is the template, the online
+  template is a visible frame up to ``max_gap`` before it, the search frame a visible frame up
+  to ``max_gap`` after it, the gap widening by 5 until frames are found); ``trident`` mode for
+  the score head (template and search anywhere, the online template within ``max_gap`` of the
+  search frame, on the template's side). Templates are always frames where the target is
+  visible; sequences need more than 6 visible frames (2 x (1 search + 2 templates));
+* jitter: box size times ``exp(N(0,1) * scale_jitter)``, centre moved by
+  ``sqrt(w*h) * center_jitter * U(-0.5, 0.5)`` per axis (search 4.5 / 0.5, templates 0 / 0);
+  a sample whose crop would hold less than one token of image is drawn again;
+* augmentation: grayscale with p=0.05 and a horizontal flip of all frames with p=0.5 (jointly),
+  then per crop group (the two templates together, the search alone) brightness times
+  ``U(0.8, 1.2)`` clipped to [0, 1] and a horizontal flip of the crop with p=0.5;
+* negatives (score head, ``pos_prob`` < 1): label 0, the search crop comes from a frame of the
+  same sequence where the target is absent (around a centre box of 1/8 of the frame), else from
+  a frame of another sequence (around that sequence's box).
+
+Crops are made with :func:`edgetrack.geometry.sample_target` (the runtime's rule); the search
+box is ``x, y, w, h`` normalised by the crop side: exactly where the object lies in the crop.
+Every draw comes from ``numpy.random.default_rng([seed, index])``: a sample depends only on the
+seed and its index.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from edgetrack.datasets import load_dataset
+from edgetrack.errors import EdgetrackError
+from edgetrack.geometry import Crop, crop_window, sample_target
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]
+MIN_VISIBLE = 6  # the reference wants more than 2 * (num_search + num_template) visible frames
+
+
+# -- sequences ------------------------------------------------------------------------------------
+@dataclass
+class TrainSequence:
+    """One annotated sequence, frames in memory (``frames``) or on disk (``paths``)."""
+
+    name: str
+    gt: np.ndarray  # (N, 4) x, y, w, h
+    visible: np.ndarray  # (N,) bool: annotated, present and with an area
+    frames: list[np.ndarray] | None = None
+    paths: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.gt)
+
+    def frame(self, i: int) -> np.ndarray:
+        if self.frames is not None:
+            return self.frames[i]
+        assert self.paths is not None
+        img = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            raise EdgetrackError(f"{self.paths[i]}: cannot read image")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _visible(gt: np.ndarray, present: np.ndarray | None) -> np.ndarray:
+    ok = ~np.isnan(gt).any(axis=1)
+    ok[ok] &= (gt[ok, 2] > 0) & (gt[ok, 3] > 0)
+    return ok if present is None else ok & np.asarray(present, dtype=bool)
+
+
+def sequences_from_spec(spec: str) -> list[TrainSequence]:
+    """Sequences of any ``edgetrack.datasets`` spec (``got10k-train:/data/got10k`` ...), frames read lazily."""
+    out = []
+    for s in load_dataset(spec):
+        if not s.full_annotation:
+            continue  # test splits: only the first box
+        out.append(TrainSequence(s.name, s.ground_truth, _visible(s.ground_truth, s.visible), paths=list(s.frames)))
+    if not out:
+        raise EdgetrackError(f"dataset {spec}: no fully annotated sequences to train on")
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _synth_cached(n: int, seed: int, size: tuple[int, int], n_frames: int) -> tuple[TrainSequence, ...]:
+    from edgetrack.synth import generate_sequence
+
+    seqs = []
+    for index in range(1, n + 1):
+        frames, gt, absent, meta = generate_sequence(index, seed, "train", size, n_frames)
+        seqs.append(TrainSequence(meta["name"], gt, _visible(gt, ~absent), frames=frames))
+    log.info("generated %d synthetic train sequences (%dx%d, %d frames, seed %d)", n, *size, n_frames, seed)
+    return tuple(seqs)
+
+
+def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n_frames: int = 60) -> list[TrainSequence]:
+    """Sequences 1..n of the synthetic *train* split (photos never used by the eval split),
+    generated in memory and cached per process (same arguments, same pixels)."""
+    if n < 1:
+        raise EdgetrackError(f"--synth {n}: expected at least 1 sequence")
+    return list(_synth_cached(int(n), int(seed), (int(size[0]), int(size[1])), int(n_frames)))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training sequences come from: a dataset spec, or N synthetic train sequences."""
+
+    spec: str | None = None
+    synth: int | None = None
+    synth_seed: int = 0
+    synth_size: tuple[int, int] = (320, 240)
+    synth_frames: int = 60
+
+    def load(self) -> list[TrainSequence]:
+        if (self.spec is None) == (self.synth is None):
+            raise EdgetrackError("training data: give exactly one of --data SPEC or --synth N")
+        if self.spec is not None:
+            return sequences_from_spec(self.spec)
+        return synth_sequences(self.synth, self.synth_seed, self.synth_size, self.synth_frames)
+
+
+# -- sampler ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampler and augmentation settings; defaults are the reference's (see the module doc)."""
+
+    mode: str = "causal"  # "causal" (box stages) or "trident" (score head)
+    max_gap: int = 200
+    search_center_jitter: float = 4.5
+    search_scale_jitter: float = 0.5
+    template_center_jitter: float = 0.0
+    template_scale_jitter: float = 0.0
+    # crop factors; None = the model configuration's (the runtime's). The reference trains the
+    # 288 models with a search factor of 5.0 and tests with 4.5.
+    search_factor: float | None = None
+    template_factor: float | None = None
+    augment: bool = True
+    gray_prob: float = 0.05
+    flip_prob: float = 0.5
+    crop_flip_prob: float = 0.5
+    brightness: float = 0.2
+    pos_prob: float = 1.0  # probability of a positive sample; < 1 adds negatives (score head)
+    max_tries: int = 100
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("causal", "trident"):
+            raise ValueError(f"sampler mode {self.mode!r}: expected 'causal' or 'trident'")
+        if not 0.0 <= self.pos_prob <= 1.0:
+            raise ValueError(f"pos_prob {self.pos_prob}: expected a probability")
+
+
+@dataclass
+class Draw:
+    """Every random decision of one sample (for inspection and tests)."""
+
+    seq: int
+    template_ids: list[int]
+    search_seq: int
+    search_id: int
+    label: float
+    gray: bool
+    flip: bool
+    boxes: list[Box] = field(default_factory=list)  # after the joint flip: template, online, search
+    jittered: list[Box] = field(default_factory=list)
+    crops: list[Crop] = field(default_factory=list)
+    brightness: tuple[float, float] = (1.0, 1.0)  # templates, search
+    crop_flip: tuple[bool, bool] = (False, False)  # templates, search
+
+
+def _jitter(rng: np.random.Generator, box: Box, center: float, scale: float) -> Box:
+    x, y, w, h = box
+    size = np.array([w, h]) * np.exp(rng.standard_normal(2) * scale)
+    max_offset = math.sqrt(size[0] * size[1]) * center
+    c = np.array([x + 0.5 * w, y + 0.5 * h]) + max_offset * (rng.random(2) - 0.5)
+    return (float(c[0] - 0.5 * size[0]), float(c[1] - 0.5 * size[1]), float(size[0]), float(size[1]))
+
+
+def _flip_box(box: Box, width: int) -> Box:
+    x, y, w, h = box
+    return (width - x - w, y, w, h)
+
+
+def _center_box(h: int, w: int) -> Box:
+    """The reference's box for a frame without the target: 1/8 of the frame around its centre."""
+    cx, cy, bw, bh = w / 2, h / 2, w / 8, h / 8
+    return (float(int(cx - bw / 2)), float(int(cy - bh / 2)), float(int(bw)), float(int(bh)))
+
+
+def _crop_ok(box: Box, factor: float, shape: tuple[int, ...], tokens: int) -> bool:
+    """At least one token's worth of image inside the crop window (the reference drops crops
+    whose padding mask, downsampled to the token grid, is all padding)."""
+    x, y, w, h = box
+    if not (w > 0 and h > 0 and math.isfinite(x) and math.isfinite(y)):
+        return False
+    side = math.ceil(math.sqrt(w * h) * factor)
+    if side < 1:
+        return False
+    x1, y1, side = crop_window(box, factor)
+    H, W = shape[:2]
+    ow = min(x1 + side, W) - max(x1, 0)
+    oh = min(y1 + side, H) - max(y1, 0)
+    return ow >= side / tokens and oh >= side / tokens
+
+
+class TripletDataset(Dataset):
+    """``dataset[i]`` -> dict of ``template``, ``online_template`` (3, t, t), ``search`` (3, s, s)
+    ImageNet-normalised float32 tensors, ``search_box`` (4,) x, y, w, h normalised to the search
+    crop, ``label`` (1.0 object present in the search crop, 0.0 negative)."""
+
+    def __init__(self, sequences: list[TrainSequence], model_cfg, sampler: SamplerConfig | None = None,
+                 seed: int = 0, length: int = 1_000_000):
+        self.sampler = sampler or SamplerConfig()
+        self.all_sequences = list(sequences)
+        self.usable = [i for i, s in enumerate(self.all_sequences) if int(s.visible.sum()) > MIN_VISIBLE]
+        if not self.usable:
+            raise EdgetrackError(f"training data: no sequence has more than {MIN_VISIBLE} frames with the target visible")
+        self.cfg = model_cfg
+        self.seed = int(seed)
+        self.length = int(length)
+        sp = self.sampler
+        self.t_size, self.s_size = model_cfg.template_size, model_cfg.search_size
+        self.t_factor = sp.template_factor or model_cfg.template_factor
+        self.s_factor = sp.search_factor or model_cfg.search_factor
+        self.t_tokens, self.s_tokens = model_cfg.feat_sz_t, model_cfg.feat_sz_s
+        self.mean = np.asarray(model_cfg.mean, dtype=np.float32)
+        self.std = np.asarray(model_cfg.std, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return self.length
+
+    # -- frame ids ------------------------------------------------------------------------------
+    @staticmethod
+    def _pick(rng: np.random.Generator, visible: np.ndarray, lo: int, hi: int, want: bool | None = True) -> int | None:
+        lo, hi = max(lo, 0), min(hi, len(visible))
+        if hi <= lo:
+            return None
+        ids = np.arange(lo, hi)
+        if want is not None:
+            ids = ids[visible[lo:hi] == want]
+        return int(rng.choice(ids)) if len(ids) else None
+
+    def _causal_ids(self, rng, visible) -> tuple[list[int], int] | None:
+        gap = self.sampler.max_gap
+        n = len(visible)
+        for _ in range(self.sampler.max_tries):
+            inc = 0
+            base = self._pick(rng, visible, 1, n - 1)
+            if base is None:
+                return None
+            while inc <= n:
+                prev = self._pick(rng, visible, base - gap - inc, base)
+                if prev is not None:
+                    search = self._pick(rng, visible, base + 1, base + gap + inc)
+                    if search is not None:
+                        return [base, prev], search
+                inc += 5
+        return None
+
+    def _trident_ids(self, rng, visible) -> tuple[list[int], int] | None:
+        gap = self.sampler.max_gap
+        for _ in range(self.sampler.max_tries):
+            t1 = self._pick(rng, visible, 0, len(visible))
+            s = self._pick(rng, visible, 0, len(visible))
+            if t1 is None or s is None:
+                return None
+            lo, hi = (s, s + gap) if t1 >= s else (s - gap, s)
+            t2 = self._pick(rng, visible, lo, hi)
+            if t2 is not None:
+                return [t1, t2], s
+        return None
+
+    # -- one sample -----------------------------------------------------------------------------
+    def draw(self, index: int) -> tuple[Draw, list[np.ndarray]]:
+        """The random decisions of sample ``index`` and its three (augmented) full frames."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index)]))
+        sp = self.sampler
+        for _ in range(sp.max_tries):
+            si = self.usable[int(rng.integers(len(self.usable)))]
+            seq = self.all_sequences[si]
+            ids = self._causal_ids(rng, seq.visible) if sp.mode == "causal" else self._trident_ids(rng, seq.visible)
+            if ids is None:
+                continue
+            t_ids, s_id = ids
+            frames = [seq.frame(i) for i in t_ids]
+            boxes: list[Box] = [tuple(seq.gt[i]) for i in t_ids]  # type: ignore[misc]
+            label, s_seq = 1.0, si
+            if rng.random() >= sp.pos_prob:  # negative sample
+                label = 0.0
+                s_id = self._pick(rng, seq.visible, 0, len(seq), want=False)
+                if s_id is not None:
+                    s_frame = seq.frame(s_id)
+                    s_box = _center_box(*s_frame.shape[:2])
+                else:  # no frame without the target here: a frame of another sequence
+                    others = [i for i in range(len(self.all_sequences)) if i != si] or [si]
+                    s_seq = others[int(rng.integers(len(others)))]
+                    other = self.all_sequences[s_seq]
+                    s_id = int(rng.integers(len(other)))
+                    s_frame = other.frame(s_id)
+                    s_box = tuple(other.gt[s_id]) if other.visible[s_id] else _center_box(*s_frame.shape[:2])
+            else:
+                s_frame, s_box = seq.frame(s_id), tuple(seq.gt[s_id])
+            frames.append(s_frame)
+            boxes.append(s_box)  # type: ignore[arg-type]
+            d = Draw(si, t_ids, s_seq, s_id, label, gray=False, flip=False)
+            if sp.augment:
+                d.gray = bool(rng.random() < sp.gray_prob)
+                d.flip = bool(rng.random() < sp.flip_prob)
+            if d.gray:
+                frames = [np.repeat(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2) for f in frames]
+            if d.flip:
+                boxes = [_flip_box(b, f.shape[1]) for b, f in zip(boxes, frames)]
+                frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
+            d.boxes = boxes
+            jit = [(sp.template_center_jitter, sp.template_scale_jitter)] * 2 + [(sp.search_center_jitter, sp.search_scale_jitter)]
+            d.jittered = [_jitter(rng, b, c, s) for b, (c, s) in zip(boxes, jit)]
+            factors = (self.t_factor, self.t_factor, self.s_factor)
+            tokens = (self.t_tokens, self.t_tokens, self.s_tokens)
+            if not all(_crop_ok(b, f, fr.shape, t) for b, f, fr, t in zip(d.jittered, factors, frames, tokens)):
+                continue
+            if sp.augment:
+                lo = max(0.0, 1.0 - sp.brightness)
+                d.brightness = (float(rng.uniform(lo, 1.0 + sp.brightness)), float(rng.uniform(lo, 1.0 + sp.brightness)))
+                d.crop_flip = (bool(rng.random() < sp.crop_flip_prob), bool(rng.random() < sp.crop_flip_prob))
+            return d, frames
+        raise EdgetrackError(f"training sampler: no valid sample after {sp.max_tries} tries (index {index}); "
+                             "are the boxes far outside the frames?")
+
+    def _finish(self, patch: np.ndarray, brightness: float, flip: bool) -> torch.Tensor:
+        x = patch.astype(np.float32) / np.float32(255.0)  # as the runtime's Normalizer
+        if brightness != 1.0:
+            x *= np.float32(brightness)
+            np.clip(x, 0.0, 1.0, out=x)
+        if flip:
+            x = x[:, ::-1]
+        x = (x - self.mean) / self.std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        d, frames = self.draw(index)
+        sizes = (self.t_size, self.t_size, self.s_size)
+        factors = (self.t_factor, self.t_factor, self.s_factor)
+        out = []
+        for k, (frame, box, f, size) in enumerate(zip(frames, d.jittered, factors, sizes)):
+            patch, crop = sample_target(frame, box, f, size)
+            d.crops.append(crop)
+            g = 0 if k < 2 else 1
+            out.append(self._finish(patch, d.brightness[g], d.crop_flip[g]))
+        crop = d.crops[2]
+        x, y, w, h = d.boxes[2]
+        box = np.array([(x - crop.x1) / crop.side, (y - crop.y1) / crop.side, w / crop.side, h / crop.side])
+        if d.crop_flip[1]:
+            box[0] = 1.0 - box[0] - box[2]
+        return {
+            "template": out[0],
+            "online_template": out[1],
+            "search": out[2],
+            "search_box": torch.from_numpy(box.astype(np.float32)),
+            "label": torch.tensor(d.label, dtype=torch.float32),
+        }
+
+    def batch(self, indices) -> dict[str, torch.Tensor]:
+        """Samples ``indices`` stacked into a batch."""
+        items = [self[int(i)] for i in indices]
+        return {k: torch.stack([it[k] for it in items]) for k in items[0]}

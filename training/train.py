@@ -1,0 +1,154 @@
+"""The step loop shared by every stage: AdamW, lr schedule, gradient clipping, logging,
+atomic resumable checkpoints.
+
+Optimiser and schedule follow the reference (``lib/train/base_functions.py``,
+``experiments/*.yaml`` of MCG-NJU/MixFormerV2): AdamW with weight decay 1e-4, the backbone at
+0.1x the learning rate, gradients clipped to norm 0.1, a step schedule (x0.1 at 80% of training:
+epoch 400 of 500; the score head at 50%: epoch 20 of 40). ``warmup_steps`` (linear) and a
+cosine schedule are options.
+
+Batch ``k`` is made of the samples ``k*B .. k*B+B-1`` of a seeded :class:`TripletDataset`, so a
+run resumed from its last checkpoint sees the same batches it would have seen.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.checkpoint import read_checkpoint, save_atomic
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[dict[str, torch.Tensor], int], tuple[torch.Tensor, dict[str, float]]]
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class Schedule:
+    steps: int
+    batch_size: int = 16
+    lr: float = 4e-4
+    weight_decay: float = 1e-4
+    backbone_lr_mult: float = 0.1
+    grad_clip: float = 0.1
+    lr_schedule: str = "step"  # "step", "cosine" or "constant"
+    lr_drop: float = 0.8  # step schedule: fraction of the steps after which lr *= lr_gamma
+    lr_gamma: float = 0.1
+    warmup_steps: int = 0
+    seed: int = 0
+    threads: int | None = None
+    log_every: int = 10
+    checkpoint_every: int = 200
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps {self.steps} and batch size {self.batch_size} must be >= 1")
+        if self.lr_schedule not in ("step", "cosine", "constant"):
+            raise ValueError(f"lr schedule {self.lr_schedule!r}: expected step, cosine or constant")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate at ``step`` (0-based)."""
+        if self.warmup_steps and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if self.lr_schedule == "step":
+            return self.lr_gamma if step >= int(self.lr_drop * self.steps) else 1.0
+        if self.lr_schedule == "cosine":
+            span = max(1, self.steps - self.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warmup_steps) / span)))
+        return 1.0
+
+
+def param_groups(model: nn.Module, sched: Schedule, only: Callable[[str], bool] | None = None) -> list[dict]:
+    """Trainable parameters in two groups (reference): heads at ``lr``, backbone at
+    ``lr * backbone_lr_mult``. ``only(name)`` keeps a subset (the score stage)."""
+    heads, backbone = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or (only is not None and not only(name)):
+            continue
+        (backbone if "backbone" in name else heads).append(p)
+    groups = [{"params": heads, "base_lr": sched.lr}]
+    if backbone:
+        groups.append({"params": backbone, "base_lr": sched.lr * sched.backbone_lr_mult})
+    return [g for g in groups if g["params"]]
+
+
+def resume_path(out: Path) -> Path:
+    """Where a run keeps its last step checkpoint (removed once ``out`` is written)."""
+    return out.with_name(out.stem + ".resume" + (out.suffix or ".pth"))
+
+
+def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]], step_fn: StepFn,
+              sched: Schedule, out: Path, stage: str, groups: list[dict], extra: dict | None = None,
+              progress: Progress | None = None, resume: bool = True) -> list[dict]:
+    """Train ``model`` for ``sched.steps`` steps. ``batches(k)`` gives batch ``k``;
+    ``step_fn(batch, k)`` returns the loss and the numbers to log. Every
+    ``checkpoint_every`` steps the model, optimiser and history go to ``resume_path(out)``
+    (atomically); a later call picks up from there. Returns the history (one record per logged step)."""
+    if sched.threads:
+        torch.set_num_threads(sched.threads)
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=sched.lr, weight_decay=sched.weight_decay)
+    history: list[dict] = []
+    start = 0
+    rpath = resume_path(out)
+    if resume and rpath.is_file():
+        state = read_checkpoint(rpath)
+        if state.get("stage") == stage and state.get("resume_steps") == sched.steps:
+            model.load_state_dict(state["net"])
+            opt.load_state_dict(state["optimizer"])
+            start, history = int(state["step"]), list(state["history"])
+            log.info("%s: resuming at step %d of %d from %s", stage, start, sched.steps, rpath)
+        else:
+            log.warning("%s: ignoring %s (another stage or schedule)", stage, rpath)
+    model.train()
+    t0, seen = time.perf_counter(), 0
+    running: dict[str, float] = {}
+    for k in range(start, sched.steps):
+        f = sched.lr_factor(k)
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * f
+        batch = batches(k)
+        loss, stats = step_fn(batch, k)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {k}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if sched.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, sched.grad_clip)
+        opt.step()
+        stats = {"loss": loss, **stats}
+        stats = {n: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for n, v in stats.items()}
+        for name, v in stats.items():
+            running[name] = running.get(name, 0.0) + float(v)
+        seen += 1
+        done = k + 1
+        if done % sched.log_every == 0 or done == sched.steps:
+            rec = {"stage": stage, "step": done, "lr": opt.param_groups[0]["lr"],
+                   **{n: v / seen for n, v in running.items()},
+                   "sec_per_step": (time.perf_counter() - t0) / seen}
+            history.append(rec)
+            log.info("%s step %d/%d  %s", stage, done, sched.steps,
+                     "  ".join(f"{n} {v:.4g}" for n, v in rec.items() if n not in ("stage", "step")))
+            running, seen, t0 = {}, 0, time.perf_counter()
+        if progress is not None:
+            progress(done, sched.steps, stats)
+        if done % sched.checkpoint_every == 0 and done < sched.steps:
+            save_atomic({"net": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
+                         "step": done, "resume_steps": sched.steps, "history": history,
+                         "schedule": asdict(sched), **(extra or {})}, rpath)
+    return history
+
+
+def finish(out: Path, ckpt: dict) -> Path:
+    """Write the stage's final checkpoint atomically and drop its resume file."""
+    save_atomic(ckpt, out)
+    resume_path(out).unlink(missing_ok=True)
+    log.info("wrote %s (%s, stage %s)", out, ckpt.get("arch"), ckpt.get("stage"))
+    return out
