@@ -1,7 +1,9 @@
 """Published MixFormerV2 / MixViT checkpoints (``{"net": state_dict}`` files).
 
 ``load_official_checkpoint(path, arch)`` returns the torch model in eval mode; its call
-``model(template, online_template, search)`` gives the reference outputs.
+``model(template, online_template, search)`` gives the reference outputs. A checkpoint written
+by ``training`` also carries its ``config`` (``dataclasses.asdict``): it is rebuilt from that,
+``arch`` is then optional and, when given, must name the same configuration.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 
 from edgetrack.errors import EdgetrackError
 from training.models import build_model, get_config
+from training.models.configs import config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +29,22 @@ ARCH_ALIASES = {
 }
 
 
+DEFAULT_ARCH = "mixformerv2-s"  # a published file converted without --arch
+
+
 class CheckpointError(EdgetrackError):
     """A checkpoint file that cannot be read or does not fit the architecture."""
 
 
-def canonical_arch(arch: str) -> str:
+def _arch_key(arch: str) -> str:
     key = arch.strip().lower()
-    key = ARCH_ALIASES.get(key, key).replace("_", "-")
+    return ARCH_ALIASES.get(key, key).replace("_", "-")
+
+
+def canonical_arch(arch: str | None) -> str | None:
+    if arch is None:
+        return None  # the checkpoint's own config (or DEFAULT_ARCH) decides
+    key = _arch_key(arch)
     try:
         get_config(key)
     except KeyError as err:
@@ -50,6 +62,11 @@ def sha256_file(path: str | Path) -> str:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``net`` state dict of a checkpoint file, with one clear error for a bad file."""
+    return _read(path)[0]
+
+
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(``net`` state dict, the checkpoint's own ``config`` or None)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
@@ -58,9 +75,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # truncated zip, not a torch file, ...
         raise CheckpointError(f"checkpoint {path}: cannot be read as a torch file ({type(err).__name__}: {err})") from None
     if isinstance(ckpt, dict) and "net" in ckpt and isinstance(ckpt["net"], dict):
-        return ckpt["net"]
+        config = ckpt.get("config")
+        return ckpt["net"], config if isinstance(config, dict) else None
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        return ckpt  # a bare state dict
+        return ckpt, None  # a bare state dict
     raise CheckpointError(f"checkpoint {path}: expected a dict with a 'net' state dict")
 
 
@@ -86,11 +104,21 @@ def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], 
     model.load_state_dict(sd, strict=True)
 
 
-def load_official_checkpoint(path: str | Path, arch: str) -> torch.nn.Module:
-    """Read a published ``{"net": state_dict}`` checkpoint of ``arch`` into an eval-mode model."""
-    arch = canonical_arch(arch)
-    sd = read_state_dict(path)
-    model = build_model(arch)
+def load_official_checkpoint(path: str | Path, arch: str | None = None) -> torch.nn.Module:
+    """Read a published ``{"net": state_dict}`` checkpoint of ``arch`` (default
+    ``DEFAULT_ARCH``), or a training checkpoint with its own ``config``, into an eval-mode model."""
+    sd, config = _read(path)
+    if config is not None:
+        try:
+            cfg = config_from_dict(config)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint {path}: bad 'config' ({err})") from None
+        if arch is not None and _arch_key(arch) != cfg.name:
+            raise CheckpointError(f"checkpoint {path} holds {cfg.name}, not {arch} (omit --arch to use its own config)")
+        model, arch = build_model(cfg), cfg.name
+    else:
+        arch = canonical_arch(arch) or DEFAULT_ARCH
+        model = build_model(arch)
     load_state_dict_strict(model, sd, str(path), arch)
     log.info("loaded %s checkpoint %s (%d tensors)", arch, path, len(sd))
     return model.eval()

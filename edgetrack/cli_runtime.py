@@ -120,7 +120,7 @@ def bench_cmd(
 
 def convert_cmd(
     checkpoint: Path = typer.Argument(..., help="A {'net': state_dict} checkpoint (published or own)."),
-    arch: str = typer.Option("mixformerv2-s", "--arch", help="mixformerv2-s or mixformerv2-b."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="mixformerv2-s or mixformerv2-b (default: the checkpoint's own config, else mixformerv2-s)."),
     output: Path = typer.Option(..., "--output", "-o", help="Bundle folder to write."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 weights."),
     monolithic: bool = typer.Option(True, "--monolithic/--no-monolithic", help="Also export the monolithic model."),
@@ -134,9 +134,12 @@ def convert_cmd(
 
     if precision not in PRECISIONS:
         raise EdgetrackError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if arch.lower().startswith("mixvit"):
+    if arch and arch.lower().startswith("mixvit"):
         raise EdgetrackError(f"--arch {arch}: the MixViT teacher is a training model; convert a MixFormerV2 checkpoint")
-    bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic)
+    try:
+        bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic)
+    except TypeError as err:  # a teacher checkpoint that names itself
+        raise EdgetrackError(f"checkpoint {checkpoint}: {err}") from None
     typer.echo(f"wrote {bundle.path} ({bundle.arch}, {bundle.precision}): {', '.join(bundle.meta['files'])}")
 
 
