@@ -159,6 +159,14 @@ def test_box_losses_hand_computed():
     assert out["iou"].item() == pytest.approx(0.0625 / 0.75)
     assert out["iou_loss"].item() == pytest.approx(1 - (0.0625 / 0.75 - (1 - 0.75)))
     assert out["l1"].item() == pytest.approx((0.25 + 0.25 + 0.5 + 0.5) / 4)
+    # a predicted box with its right edge left of its left edge adds 0 and no NaN gradient
+    bad = torch.tensor([[0.5, 0.0, 0.25, 0.5], [0.0, 0.0, 0.5, 0.5]], requires_grad=True)
+    for fn in (giou_loss, ciou_loss):
+        loss, iou = fn(bad, torch.cat([b, b]))
+        assert loss.item() == pytest.approx(fn(a, b)[0].item() / 2) and iou[0] == 0
+        loss.backward()
+        assert torch.isfinite(bad.grad).all() and (bad.grad[0] == 0).all()
+        bad.grad = None
 
 
 def test_corner_kl_hand_computed():

@@ -3,7 +3,11 @@
 
 * box losses on ``x1, y1, x2, y2`` boxes normalised to the search crop: GIoU (``1 - giou``,
   mean), CIoU (what the reference's distillation stages use) and L1 (mean over coordinates);
-  the ground truth is clamped to [0, 1] first, as the reference does;
+  the ground truth is clamped to [0, 1] first, as the reference does. A degenerate pair (a
+  predicted or clamped ground-truth box with no area: corner heads can put the bottom-right
+  corner left of the top-left one) adds 0 to the IoU losses and only L1 trains it; the
+  reference instead drops the IoU term of the whole batch (its box check raises inside a
+  ``try``);
 * dense-to-sparse KL: the teacher's corner maps (softmax over ``feat x feat``, x fastest)
   give four marginals, left/top from the top-left map's x/y marginals and right/bottom from
   the bottom-right map's; each student side (logits over ``bins``) is pulled to its marginal by
@@ -40,21 +44,31 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return inter / union, union
 
 
+def _proper(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pairs where both boxes have an area, pred and gt with the other pairs replaced by a unit
+    box, so that no NaN reaches the gradient through the masked branch)."""
+    ok = (pred[:, 2] > pred[:, 0]) & (pred[:, 3] > pred[:, 1]) & (gt[:, 2] > gt[:, 0]) & (gt[:, 3] > gt[:, 1])
+    unit = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=pred.dtype, device=pred.device)
+    return ok, torch.where(ok[:, None], pred, unit), torch.where(ok[:, None], gt, unit)
+
+
 def giou_loss(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mean(1 - GIoU)`` and the IoU per pair; ``pred``/``gt`` (N, 4) xyxy."""
+    """``mean(1 - GIoU)`` and the IoU per pair; ``pred``/``gt`` (N, 4) xyxy (degenerate pairs: 0)."""
+    ok, pred, gt = _proper(pred, gt)
     iou, union = box_iou(pred, gt)
     lt = torch.min(pred[:, :2], gt[:, :2])
     rb = torch.max(pred[:, 2:], gt[:, 2:])
     wh = (rb - lt).clamp(min=0)
     enclosing = wh[:, 0] * wh[:, 1]
-    giou = iou - (enclosing - union) / enclosing
-    return (1 - giou).mean(), iou
+    giou = torch.where(ok, iou - (enclosing - union) / enclosing, torch.ones_like(iou))
+    return (1 - giou).mean(), torch.where(ok, iou, torch.zeros_like(iou))
 
 
 def ciou_loss(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``mean(1 - CIoU)`` (IoU minus normalised centre distance minus the aspect term, the
     aspect weight ``alpha`` taken without gradient and only where IoU > 0.5, clamped to
-    [-1, 1], as the reference) and the IoU per pair."""
+    [-1, 1], as the reference) and the IoU per pair (degenerate pairs: 0)."""
+    ok, pred, gt = _proper(pred, gt)
     iou, _ = box_iou(pred, gt)
     cp, cg = (pred[:, :2] + pred[:, 2:]) / 2, (gt[:, :2] + gt[:, 2:]) / 2
     lt = torch.min(pred[:, :2], gt[:, :2])
@@ -66,8 +80,8 @@ def ciou_loss(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch
     v = (4 / math.pi ** 2) * (torch.atan(wg / hg) - torch.atan(wp / hp)) ** 2
     with torch.no_grad():
         alpha = (iou > 0.5).float() * v / (1 - iou + v)
-    ciou = (iou - dist / diag - alpha * v).clamp(-1.0, 1.0)
-    return (1 - ciou).mean(), iou
+    ciou = torch.where(ok, (iou - dist / diag - alpha * v).clamp(-1.0, 1.0), torch.ones_like(iou))
+    return (1 - ciou).mean(), torch.where(ok, iou, torch.zeros_like(iou))
 
 
 def l1_loss(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
