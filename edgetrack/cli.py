@@ -28,9 +28,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 
 def _register_all() -> None:
-    from edgetrack import cli_eval, cli_runtime, cli_synth, cli_train
+    from edgetrack import cli_eval, cli_quantize, cli_runtime, cli_synth, cli_train
 
-    for module in (cli_runtime, cli_eval, cli_synth, cli_train):
+    for module in (cli_runtime, cli_eval, cli_synth, cli_train, cli_quantize):
         module.register(app)
 
 

@@ -1,0 +1,337 @@
+"""NNCF INT8 bundles (conversion.quantize), the accuracy-vs-speed report (edgetrack.report) and
+their commands, on the tiny test model and short synthetic sequences."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from edgetrack.bundle import Bundle
+from edgetrack.errors import EdgetrackError
+from tests.conftest import moving_square_frames
+
+pytestmark = pytest.mark.xdist_group("quantize")  # one worker builds the int8 bundle once
+
+SMALL = (160, 120)
+EXE = [sys.executable, "-m", "edgetrack.cli"]
+
+
+def calib_config(seed: int = 0, n: int = 3, frames: int = 8):
+    from conversion.quantize import CalibrationConfig
+
+    return CalibrationConfig(synth_sequences=n, seed=seed, synth_size=SMALL, frames_per_sequence=frames)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_bundle, tmp_path_factory) -> Bundle:
+    from conversion.quantize import quantize_bundle
+
+    return quantize_bundle(tiny_bundle.path, tmp_path_factory.mktemp("q") / "tiny-int8", calib_config(), subset_size=30)
+
+
+def edgetrack(*args):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run(EXE + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, msg: str) -> None:
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert msg in lines[0], lines[0]
+
+
+# -- graphs ----------------------------------------------------------------------------------
+def weight_layers(model: ov.Model, head: set[str]) -> list:
+    """MatMul/Convolution ops outside the heads whose second input is a weight (not an activation)."""
+    return [op for op in model.get_ordered_ops()
+            if op.get_type_name() in ("MatMul", "Convolution") and op.get_friendly_name() not in head
+            and op.input_value(1).get_node().get_type_name() in ("Constant", "Convert", "Multiply")]
+
+
+def int8_weight(node) -> bool:
+    """True when the weight is an 8-bit constant dequantized on the fly (Convert, Subtract, Multiply)."""
+    while node.get_type_name() in ("Multiply", "Subtract", "Convert", "Reshape"):
+        node = node.input_value(0).get_node()
+    return node.get_type_name() == "Constant" and node.get_output_element_type(0) in (ov.Type.i8, ov.Type.u8)
+
+
+def test_int8_bundle_loads_verifies_and_keeps_the_model_description(tiny_bundle, int8_bundle):
+    b = Bundle.load(int8_bundle.path)  # hashes checked
+    assert b.precision == "int8" and b.arch == tiny_bundle.arch
+    assert set(b.meta["files"]) == set(tiny_bundle.meta["files"])
+    for key in ("template_size", "search_size", "template_factor", "search_factor", "mean", "std", "bins",
+                "update_interval", "io", "config"):
+        assert b.meta[key] == tiny_bundle.meta[key], key
+    assert b.meta["measurements"] == {}
+    assert not list(int8_bundle.path.parent.glob(".*tmp*"))  # nothing half-written left
+
+
+@pytest.mark.parametrize("name", ["template", "search", "monolithic"])
+def test_graphs_are_quantized_backbone_only(tiny_bundle, int8_bundle, name):
+    from conversion.quantize import head_ops, quantization_stats
+
+    core = ov.Core()
+    src = core.read_model(tiny_bundle.model_xml(name))
+    q = core.read_model(int8_bundle.model_xml(name))
+    stats = quantization_stats(q)
+    assert quantization_stats(src) == {"fake_quantize": 0, "fake_convert": 0, "int8_constants": 0}
+    # every backbone weight layer: 8-bit weight, FakeQuantize on its activation input
+    layers = weight_layers(q, set(head_ops(q)))
+    assert len(layers) == len(weight_layers(src, set(head_ops(src)))) > 0
+    for op in layers:
+        assert int8_weight(op.input_value(1).get_node()), op.get_friendly_name()
+        assert op.input_value(0).get_node().get_type_name() == "FakeQuantize", op.get_friendly_name()
+    assert stats["int8_constants"] > 0 and stats["fake_quantize"] >= len(layers)
+    assert int8_bundle.meta["provenance"]["quantization"]["models"][name]["fake_quantize"] == stats["fake_quantize"]
+    # the heads stay float: no FakeQuantize feeds a head op
+    head = set(head_ops(q))
+    assert (len(head) > 0) == (name != "template")
+    for op in q.get_ordered_ops():
+        if op.get_friendly_name() in head:
+            for i in range(op.get_input_size()):
+                assert op.input_value(i).get_node().get_type_name() != "FakeQuantize", op.get_friendly_name()
+    size = lambda b: (b.path / f"{name}.bin").stat().st_size  # noqa: E731
+    assert size(int8_bundle) < 0.6 * size(tiny_bundle)
+
+
+def test_int8_tracker_runs_end_to_end(int8_bundle):
+    from edgetrack.tracker import Tracker
+
+    frames, boxes = moving_square_frames(10)
+    tr = Tracker(int8_bundle.path, update_interval=3)
+    tr.init(frames[0], boxes[0])
+    for f in frames[1:]:
+        box, score = tr.track(f)
+        assert np.all(np.isfinite(box)) and 0.0 <= score <= 1.0
+        x, y, w, h = box
+        assert w >= 10 and h >= 10 and x <= 160 - 10 and y <= 120 - 10
+
+
+# -- calibration -----------------------------------------------------------------------------
+def test_calibration_captures_what_the_tracker_feeds(tiny_bundle):
+    """Every recorded search sample is the tracker's own crop of that frame, paired with the
+    template_kv the engine held; template samples are encoded pairs + crops at tracked boxes."""
+    from conversion.quantize import capture_calibration
+    from edgetrack.engine import OpenVINOEngine
+    from edgetrack.synth import generate_sequence
+    from edgetrack.tracker import Tracker
+
+    cfg = calib_config(seed=3, n=2, frames=6)
+    calib = capture_calibration(tiny_bundle, cfg, target_samples=100)  # stride 1: every frame
+    assert calib.sequences == 2 and calib.frames == 10 and len(calib.searches) == 10
+    assert len(calib.encoded_pairs) == len(calib.template_kv) == 2  # update interval 200: init only
+    assert len(calib.template_pairs) == 2 + 10
+
+    engine = OpenVINOEngine(tiny_bundle)
+    tracker = Tracker(engine)
+    k = 0
+    for i in range(2):
+        frames, gt, _, _ = generate_sequence(i, 3, "train", SMALL, 6)
+        tracker.init(frames[0], gt[0])
+        np.testing.assert_array_equal(calib.encoded_pairs[i][0], tracker.template)
+        np.testing.assert_array_equal(calib.template_kv[i], engine.template_kv.data)
+        for f in frames[1:]:
+            crop, where = tracker.prepare(f)
+            np.testing.assert_array_equal(calib.searches[k].crop, crop)
+            assert calib.searches[k].pair == i
+            box_norm, logit = engine.infer(crop)
+            tracker.finish(f, where, box_norm, logit)
+            k += 1
+
+    sparse = capture_calibration(tiny_bundle, cfg, target_samples=3)  # stride 10 // 3 = 3
+    assert len(sparse.searches) == 4 and len(sparse.candidate_pairs) == 4
+
+
+def test_int8_outputs_stay_close_to_fp32(tiny_bundle, int8_bundle):
+    """On held-out calibration-like inputs (other train sequences) the INT8 template_kv, box
+    and score stay near FP32 (a mis-scaled calibration, e.g. crops x0.05 or x20, fails these
+    bounds), and they do differ (the graphs really run quantized)."""
+    from conversion.quantize import capture_calibration
+
+    held_out = capture_calibration(tiny_bundle, calib_config(seed=11), target_samples=100)
+    core = ov.Core()
+
+    def outputs(b: Bundle):
+        props = {"INFERENCE_PRECISION_HINT": "f32"}
+        t = core.compile_model(str(b.model_xml("template")), "CPU", props).create_infer_request()
+        s = core.compile_model(str(b.model_xml("search")), "CPU", props).create_infer_request()
+        kvs = []
+        for z, oz in held_out.encoded_pairs:
+            t.infer({"template": z, "online_template": oz})
+            kvs.append(t.get_tensor("template_kv").data.copy())
+        boxes, logits = [], []
+        for smp in held_out.searches:
+            s.infer({"search": smp.crop, "template_kv": kvs[smp.pair]})
+            boxes.append(s.get_tensor("pred_boxes").data[0].copy())
+            logits.append(float(s.get_tensor("pred_scores").data.reshape(-1)[0]))
+        return np.array(kvs), np.array(boxes), np.array(logits)
+
+    kv32, box32, logit32 = outputs(tiny_bundle)
+    kv8, box8, logit8 = outputs(int8_bundle)
+    kv_rel = np.abs(kv8 - kv32).mean() / np.abs(kv32).mean()
+    box_err = np.abs(box8 - box32)  # fractions of the search crop
+    assert 1e-4 < kv_rel < 0.12
+    assert 1e-6 < box_err.max() < 0.03 and box_err.mean() < 0.006
+    assert np.abs(logit8 - logit32).max() < 0.05
+
+
+def test_provenance_recorded(tiny_bundle, int8_bundle):
+    import nncf
+
+    prov = int8_bundle.meta["provenance"]
+    src = prov["quantized_from"]
+    assert src["files"] == tiny_bundle.meta["files"] and src["arch"] == tiny_bundle.arch
+    assert src["precision"] == "fp32" and Path(src["path"]) == tiny_bundle.path
+    cal = prov["calibration"]
+    assert (cal["source"], cal["split"], cal["sequences"], cal["seed"]) == ("synth", "train", 3, 0)
+    assert cal["size"] == list(SMALL) and cal["frames_tracked"] == 3 * 7
+    assert cal["search_samples"] == 21 and cal["template_samples"] == 3 + 21
+    q = prov["quantization"]
+    assert q["nncf_version"] == nncf.__version__ and q["model_type"] == "transformer"
+    assert q["subset_size"] == 30 and q["keep_head_float"] is True
+    assert set(q["models"]) == {"template", "search", "monolithic"}
+    assert q["models"]["search"]["samples"] == 21 and q["models"]["template"]["samples"] == 24
+    assert prov["created"][:4].isdigit() and q["seconds"] > 0
+
+
+def test_bad_input_in_the_library(tiny_bundle, int8_bundle, tmp_path):
+    from conversion.quantize import QuantizeError, QuantizeOptions, quantize_bundle
+
+    with pytest.raises(QuantizeError, match="already int8"):
+        quantize_bundle(int8_bundle.path, tmp_path / "x")
+    with pytest.raises(QuantizeError, match="is the source bundle"):
+        quantize_bundle(tiny_bundle.path, tiny_bundle.path)
+    with pytest.raises(QuantizeError, match="--subset-size 0"):
+        quantize_bundle(tiny_bundle.path, tmp_path / "x", calib_config(), subset_size=0)
+    with pytest.raises(QuantizeError, match="--preset 'fast'"):
+        quantize_bundle(tiny_bundle.path, tmp_path / "x", calib_config(), options=QuantizeOptions(preset="fast"))
+    one_frame = tmp_path / "one" / "seq"  # a dataset whose only sequence has one frame
+    (one_frame / "img").mkdir(parents=True)
+    moving = moving_square_frames(1)[0][0]
+    import cv2
+
+    cv2.imwrite(str(one_frame / "img" / "00001.jpg"), moving)
+    (one_frame / "groundtruth.txt").write_text("20,30,24,24\n")
+    from conversion.quantize import CalibrationConfig
+
+    with pytest.raises(QuantizeError, match="no usable sequence"):
+        quantize_bundle(tiny_bundle.path, tmp_path / "x", CalibrationConfig(dataset=f"folder:{tmp_path / 'one'}"))
+    assert not (tmp_path / "x").exists() and not list(tmp_path.glob(".x*"))
+
+
+# -- CLI -------------------------------------------------------------------------------------
+def test_quantize_cli(tiny_bundle, int8_bundle, tmp_path):
+    out = tmp_path / "q8"
+    p = edgetrack("quantize", tiny_bundle.path, "-o", out, "--calib-synth", "2", "--frames", "4",
+                  "--subset-size", "8", "--seed", "5", "--quantize-head")
+    assert p.returncode == 0, p.stderr
+    assert f"wrote {out}" in p.stdout
+    meta = json.loads((out / "bundle.json").read_text())
+    prov = meta["provenance"]
+    assert meta["precision"] == "int8" and prov["calibration"]["seed"] == 5
+    assert prov["calibration"]["search_samples"] == 6 and prov["quantization"]["keep_head_float"] is False
+    assert prov["quantization"]["models"]["search"]["ops_kept_float"] == 0
+    for args, msg in [
+        ((tmp_path, "-o", tmp_path / "y"), "no bundle.json in it"),
+        ((int8_bundle.path, "-o", tmp_path / "y"), "already int8"),
+        ((tiny_bundle.path, "-o", tmp_path / "y", "--calib-synth", "0"), "--calib-synth 0"),
+        ((tiny_bundle.path, "-o", tmp_path / "y", "--calib", "nokind:/x"), "dataset kind 'nokind'"),
+    ]:
+        assert_one_line_error(edgetrack("quantize", *args), msg)
+    assert not (tmp_path / "y").exists()
+
+
+def test_quantize_without_nncf_says_what_to_install(monkeypatch):
+    from edgetrack.cli_quantize import require_nncf
+
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    with pytest.raises(EdgetrackError, match=r'pip install "edgetrack\[train\]"'):
+        require_nncf("quantize")
+
+
+def test_help_has_examples():
+    for cmd in ("quantize", "report"):
+        p = edgetrack(cmd, "--help")
+        assert p.returncode == 0 and f"edgetrack {cmd} " in p.stdout and "Example" in p.stdout
+
+
+# -- report ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def synth_eval(tmp_path_factory) -> str:
+    from edgetrack.synth.dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("synth_eval")
+    write_dataset(root, 2, seed=1, split="eval", size=SMALL, min_frames=8, max_frames=10)
+    return f"folder:{root}"
+
+
+def test_report_rows_match_metrics_and_are_recorded(tiny_bundle, int8_bundle, synth_eval, tmp_path):
+    from edgetrack.datasets import load_dataset
+    from edgetrack.evaluation import read_result_boxes, result_paths, score_results
+    from edgetrack.metrics import rect_iou
+    from edgetrack.report import build_report
+
+    # copies, so that recording measurements does not touch the shared fixtures
+    ref, q8 = tmp_path / "m" / "tiny-fp32", tmp_path / "m" / "tiny-int8"
+    shutil.copytree(tiny_bundle.path, ref)
+    shutil.copytree(int8_bundle.path, q8)
+    out = tmp_path / "rep"
+    rep = build_report([ref, q8], synth_eval, out, iterations=5, warmup=1)
+
+    seqs = load_dataset(synth_eval)
+    data = json.loads((out / "report.json").read_text())
+    assert data["reference"] == "tiny-fp32" and data["dataset"] == synth_eval
+    rows = {r["label"]: r for r in data["bundles"]}
+    assert list(rows) == ["tiny-fp32", "tiny-int8"]
+    assert [r.precision for r in rep.rows] == ["fp32", "int8"]
+    for label in rows:
+        res = out / "results" / label
+        s = score_results(res, seqs)
+        r = rows[label]
+        assert r["auc"] == pytest.approx(s.auc) and r["precision_20"] == pytest.approx(s.precision)
+        assert r["norm_precision_02"] == pytest.approx(s.norm_precision) and r["sequences"] == 2
+        assert r["delta_auc"] == pytest.approx(s.auc - rows["tiny-fp32"]["auc"])
+        ious = np.concatenate([rect_iou(read_result_boxes(result_paths(out / "results" / "tiny-fp32", q.name)[0])[1:],
+                                        read_result_boxes(result_paths(res, q.name)[0])[1:]) for q in seqs])
+        assert r["box_iou_vs_ref"] == pytest.approx(float(ious.mean()))
+        assert 0 < r["template_ms"] and 0 < r["search_ms"]
+        assert r["speedup"] == pytest.approx(rows["tiny-fp32"]["search_ms"] / r["search_ms"])
+        # recorded in the bundle, which still verifies
+        m = Bundle.load(r["path"]).meta["measurements"]
+        assert m["accuracy"][synth_eval]["auc"] == pytest.approx(r["auc"])
+        assert m["latency"]["CPU"]["search_ms"] == r["search_ms"]
+    assert rows["tiny-fp32"]["box_iou_vs_ref"] == pytest.approx(1.0) and rows["tiny-fp32"]["delta_auc"] == 0.0
+    md = (out / "report.md").read_text()
+    table = [ln for ln in md.splitlines() if ln.startswith("| tiny-")]
+    assert len(table) == 2 and table[0].startswith("| tiny-fp32 | fp32 |") and table[1].startswith("| tiny-int8 | int8 |")
+    assert f"{rows['tiny-int8']['auc']:.4f}" in table[1] and table[0].endswith("| 1.00x |")
+
+    # resumable: a second run does not track again; results of another bundle are refused
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.txt")}
+    build_report([ref, q8], synth_eval, out, iterations=2, warmup=0, record=False)
+    assert {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.txt")} == stamps
+    impostor = tmp_path / "other" / "tiny-fp32"  # same label, other bundle
+    shutil.copytree(int8_bundle.path, impostor)
+    with pytest.raises(EdgetrackError, match="results of another bundle"):
+        build_report([impostor], synth_eval, out, iterations=2, warmup=0, record=False)
+
+
+def test_report_cli_bad_input(tiny_bundle, synth_eval, tmp_path):
+    import openvino as ov2
+
+    if "NPU" not in ov2.Core().available_devices:
+        assert_one_line_error(edgetrack("report", "-m", tiny_bundle.path, "-d", synth_eval, "-o", tmp_path / "r",
+                                        "--device", "NPU"), "device 'NPU' is not available")
+    assert_one_line_error(edgetrack("report", "-m", tmp_path, "-d", synth_eval, "-o", tmp_path / "r"),
+                          "no bundle.json in it")
+    assert_one_line_error(edgetrack("report", "-m", tiny_bundle.path, "-d", "folder:/nonexistent/x", "-o",
+                                    tmp_path / "r"), "/nonexistent/x")
+    assert not (tmp_path / "r").exists()
