@@ -431,3 +431,13 @@ def test_cli_trains_a_stage(tmp_path):
     assert p.returncode == 0, p.stderr
     assert out.is_file() and "teacher step 2/2" in p.stderr
     assert torch.load(out, weights_only=True)["stage"] == "teacher"
+
+
+def test_cli_train_without_torch_says_what_to_install(tmp_path):
+    code = ("import sys; sys.modules['torch'] = None\nimport edgetrack.cli\n"
+            f"sys.argv = ['edgetrack', 'train', 'teacher', '--synth', '1', '--out', {str(tmp_path / 'x.pth')!r}]\n"
+            "edgetrack.cli.main()")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr
+    assert 'pip install "edgetrack[train]"' in p.stderr
