@@ -24,12 +24,11 @@ for measuring).
 from __future__ import annotations
 
 import logging
-import math
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,6 +80,10 @@ class CalibrationConfig:
                                 "(the first frame only initialises the tracker)")
         if self.max_sequences is not None and self.max_sequences < 1:
             raise QuantizeError(f"max calibration sequences {self.max_sequences}: expected 1 or more")
+        if self.dataset is not None:
+            from edgetrack.datasets import parse_spec
+
+            parse_spec(self.dataset)  # a malformed spec fails here, before any work
 
     def describe(self) -> dict:
         if self.dataset is not None:
@@ -313,14 +316,20 @@ def quantization_stats(model: ov.Model) -> dict:
     return {"fake_quantize": fq, "fake_convert": fc, "int8_constants": low}
 
 
-def _check_source(src: Bundle, out_dir: Path) -> None:
+def check_inputs(src_bundle_dir: str | Path, out_dir: str | Path, cfg: CalibrationConfig,
+                 opts: QuantizeOptions) -> Bundle:
+    """The source bundle, after checking it and the options (cheap: no nncf, no tracking)."""
+    src = Bundle.load(src_bundle_dir)
     if src.precision == "int8":
         raise QuantizeError(f"model bundle {src.path}: already int8; quantize its fp32 source bundle")
-    if out_dir.resolve() == src.path.resolve():
+    if Path(out_dir).resolve() == src.path.resolve():
         raise QuantizeError(f"-o {out_dir}: is the source bundle; write the int8 bundle to another folder")
+    cfg.check()
+    opts.check()
     if src.precision != "fp32":
         log.warning("source bundle %s is %s; calibration and quantization start from fp32 weights best",
                     src.path, src.precision)
+    return src
 
 
 def int8_meta(src: Bundle, cfg: CalibrationConfig, opts: QuantizeOptions, calib: CalibrationSet,
@@ -351,15 +360,12 @@ def quantize_bundle(src_bundle_dir: str | Path, out_dir: str | Path, calibration
     """An INT8 copy of a bundle: every graph (template, search, monolithic) quantized by NNCF
     on inputs captured from the source bundle's tracker. Written atomically to ``out_dir``."""
     t0 = time.perf_counter()
-    src = Bundle.load(src_bundle_dir)
     out_dir = Path(out_dir)
-    _check_source(src, out_dir)
     cfg = calibration or CalibrationConfig()
     opts = options or QuantizeOptions()
     if subset_size is not None:
         opts.subset_size = subset_size
-    cfg.check()
-    opts.check()
+    src = check_inputs(src_bundle_dir, out_dir, cfg, opts)
     calib = capture_calibration(src, cfg, opts.subset_size, progress)
 
     models = [m for m in MODEL_NAMES if src.has(m)]

@@ -64,13 +64,18 @@ def quantize_cmd(
 
         edgetrack quantize models/s-fp32 -o models/s-int8 --calib got10k-train:/data/GOT-10k --calib-sequences 50
     """
-    require_nncf("quantize")
-    from conversion.quantize import CalibrationConfig, QuantizeOptions, quantize_bundle
+    from conversion.quantize import CalibrationConfig, QuantizeOptions, check_inputs, quantize_bundle
 
     cfg = CalibrationConfig(dataset=calib, synth_sequences=calib_synth, seed=seed, frames_per_sequence=frames,
                             max_sequences=calib_sequences)
     opts = QuantizeOptions(subset_size=subset_size, preset=preset, fast_bias_correction=fast_bias_correction,
                            smooth_quant=smooth_quant, keep_head_float=not quantize_head)
+    check_inputs(src, output, cfg, opts)  # bad input fails before nncf is imported
+    require_nncf("quantize")
+    import nncf
+
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # NNCF logs every op at INFO; --verbose shows it
+        nncf.set_log_level(logging.WARNING)
     with progress_bars() as progress:
         out = quantize_bundle(src, output, cfg, options=opts, progress=progress)
     prov = out.meta["provenance"]

@@ -249,12 +249,14 @@ def test_quantize_cli(tiny_bundle, int8_bundle, tmp_path):
     assert not (tmp_path / "y").exists()
 
 
-def test_quantize_without_nncf_says_what_to_install(monkeypatch):
-    from edgetrack.cli_quantize import require_nncf
-
-    monkeypatch.setitem(sys.modules, "nncf", None)
-    with pytest.raises(EdgetrackError, match=r'pip install "edgetrack\[train\]"'):
-        require_nncf("quantize")
+def test_quantize_without_nncf_says_what_to_install(tiny_bundle, tmp_path):
+    code = ("import sys; sys.modules['nncf'] = None\nimport edgetrack.cli\n"
+            f"sys.argv = ['edgetrack', 'quantize', {str(tiny_bundle.path)!r}, '-o', {str(tmp_path / 'q')!r}]\n"
+            "edgetrack.cli.main()\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert_one_line_error(p, 'needs nncf: pip install "edgetrack[train]"')
+    assert not (tmp_path / "q").exists()
 
 
 def test_help_has_examples():
