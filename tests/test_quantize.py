@@ -337,3 +337,16 @@ def test_report_cli_bad_input(tiny_bundle, synth_eval, tmp_path):
     assert_one_line_error(edgetrack("report", "-m", tiny_bundle.path, "-d", "folder:/nonexistent/x", "-o",
                                     tmp_path / "r"), "/nonexistent/x")
     assert not (tmp_path / "r").exists()
+
+
+def test_report_is_torch_free(tiny_bundle, synth_eval, tmp_path):
+    """The report runs with torch and nncf made unimportable (edge devices have neither)."""
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['nncf'] = None\n"
+            "from edgetrack.report import build_report\n"
+            f"build_report([{str(tiny_bundle.path)!r}], {synth_eval!r}, {str(tmp_path / 'r')!r}, iterations=2,"
+            " warmup=0, record=False)\n"
+            "assert 'training' not in sys.modules and 'conversion' not in sys.modules\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "r" / "report.md").is_file()
