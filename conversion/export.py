@@ -153,9 +153,10 @@ def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp3
     return bundle
 
 
-def convert_checkpoint(checkpoint: str | Path, arch: str, out_dir: str | Path, precision: str = "fp32",
+def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | Path, precision: str = "fp32",
                        monolithic: bool = True, force: bool = True) -> Bundle:
-    """``edgetrack convert``: a published or own checkpoint -> model bundle."""
+    """``edgetrack convert``: a published or own checkpoint -> model bundle (``arch`` None: the
+    checkpoint's own config, else MixFormerV2-S)."""
     from conversion.official import canonical_arch, load_official_checkpoint, sha256_file
 
     arch = canonical_arch(arch)
