@@ -157,9 +157,12 @@ def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | 
                        monolithic: bool = True, force: bool = True) -> Bundle:
     """``edgetrack convert``: a published or own checkpoint -> model bundle (``arch`` None: the
     checkpoint's own config, else MixFormerV2-S)."""
-    from conversion.official import canonical_arch, load_official_checkpoint, sha256_file
+    from conversion.official import CheckpointError, canonical_arch, load_official_checkpoint, sha256_file
 
     arch = canonical_arch(arch)
     model = load_official_checkpoint(checkpoint, arch)
+    if not isinstance(model, MixFormerV2):
+        raise CheckpointError(f"checkpoint {checkpoint} holds {model.cfg.name}, a training model (the MixViT "
+                              "teacher); convert a MixFormerV2 checkpoint")
     prov = {"source_checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}}
     return export_bundle(model, out_dir, precision, prov, monolithic=monolithic, force=force)

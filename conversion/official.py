@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from edgetrack.errors import EdgetrackError
+from training.checkpoint import CheckpointError, load_file, load_state_dict_strict
 from training.models import build_model, get_config
 from training.models.configs import config_from_dict
 
@@ -30,10 +30,6 @@ ARCH_ALIASES = {
 
 
 DEFAULT_ARCH = "mixformerv2-s"  # a published file converted without --arch
-
-
-class CheckpointError(EdgetrackError):
-    """A checkpoint file that cannot be read or does not fit the architecture."""
 
 
 def _arch_key(arch: str) -> str:
@@ -67,41 +63,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """(``net`` state dict, the checkpoint's own ``config`` or None)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, not a torch file, ...
-        raise CheckpointError(f"checkpoint {path}: cannot be read as a torch file ({type(err).__name__}: {err})") from None
+    ckpt = load_file(path)
     if isinstance(ckpt, dict) and "net" in ckpt and isinstance(ckpt["net"], dict):
         config = ckpt.get("config")
         return ckpt["net"], config if isinstance(config, dict) else None
     if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return ckpt, None  # a bare state dict
     raise CheckpointError(f"checkpoint {path}: expected a dict with a 'net' state dict")
-
-
-def _short(keys: list[str], n: int = 6) -> str:
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def load_state_dict_strict(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: str, arch: str) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {_short(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {_short(unexpected)}")
-        raise CheckpointError(f"checkpoint {source} does not fit {arch}: " + "; ".join(parts))
-    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
-    if wrong:
-        raise CheckpointError(f"checkpoint {source} does not fit {arch}: shape mismatch {_short(wrong, 3)}")
-    model.load_state_dict(sd, strict=True)
 
 
 def load_official_checkpoint(path: str | Path, arch: str | None = None) -> torch.nn.Module:

@@ -136,10 +136,7 @@ def convert_cmd(
         raise EdgetrackError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if arch and arch.lower().startswith("mixvit"):
         raise EdgetrackError(f"--arch {arch}: the MixViT teacher is a training model; convert a MixFormerV2 checkpoint")
-    try:
-        bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic)
-    except TypeError as err:  # a teacher checkpoint that names itself
-        raise EdgetrackError(f"checkpoint {checkpoint}: {err}") from None
+    bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic)
     typer.echo(f"wrote {bundle.path} ({bundle.arch}, {bundle.precision}): {', '.join(bundle.meta['files'])}")
 
 

@@ -227,7 +227,7 @@ def test_layer_plan_matches_the_reference():
     assert removed_layers(4, 2) == [0, 2] and removed_layers(6, 4) == [0, 3]
 
 
-def test_each_stage_writes_a_checkpoint_that_reloads(chain):
+def test_each_stage_writes_a_checkpoint_that_reloads(chain, tmp_path):
     from conversion.official import CheckpointError, load_official_checkpoint
     from training.checkpoint import load_model
 
@@ -245,6 +245,17 @@ def test_each_stage_writes_a_checkpoint_that_reloads(chain):
     assert not list(chain["dir"].glob("*.resume*")) and not list(chain["dir"].glob(".*tmp"))
     with pytest.raises(CheckpointError, match="holds mixformerv2-tiny"):
         load_official_checkpoint(chain["score"], "mixformerv2-s")
+    from conversion.export import convert_checkpoint
+
+    with pytest.raises(CheckpointError, match="holds mixvit-tiny, a training model"):
+        convert_checkpoint(chain["teacher"], None, tmp_path / "teacher-bundle")
+    assert not (tmp_path / "teacher-bundle").exists()
+    # a net that does not fit its config: one line naming the keys (the loader conversion uses too)
+    bad = torch.load(chain["teacher"], weights_only=True)
+    bad["config"] = torch.load(chain["stage2"], weights_only=True)["config"]
+    torch.save(bad, tmp_path / "mismatch.pth")
+    with pytest.raises(CheckpointError, match="does not fit mixformerv2-tiny: missing keys: .*unexpected keys"):
+        load_model(tmp_path / "mismatch.pth")
     # a stage-2 result loads strictly into the named shallower configuration
     net = torch.load(chain["stage2"], weights_only=True)["net"]
     build_model("mixformerv2-tiny").load_state_dict(net, strict=True)

@@ -50,18 +50,50 @@ def make_checkpoint(model: nn.Module, stage: str, history: list[dict], **extra: 
     }
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint dict, or one clear error naming the file."""
+class CheckpointError(EdgetrackError):
+    """A checkpoint file that cannot be read or does not fit the architecture."""
+
+
+def load_file(path: str | Path) -> Any:
+    """``torch.load`` of a checkpoint file (weights only, on the CPU), with one clear error."""
     path = Path(path)
     if not path.is_file():
-        raise EdgetrackError(f"checkpoint {path}: no such file")
+        raise CheckpointError(f"checkpoint {path}: no such file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise EdgetrackError(f"checkpoint {path}: cannot be read as a torch file ({type(err).__name__}: {err})") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, not a torch file, ...
+        raise CheckpointError(f"checkpoint {path}: cannot be read as a torch file ({type(err).__name__}: {err})") from None
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict, or one clear error naming the file."""
+    ckpt = load_file(path)
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("net"), dict):
-        raise EdgetrackError(f"checkpoint {path}: expected a dict with a 'net' state dict")
+        raise CheckpointError(f"checkpoint {path}: expected a dict with a 'net' state dict")
     return ckpt
+
+
+def _short(keys: list[str], n: int = 6) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def load_state_dict_strict(model: nn.Module, sd: dict[str, torch.Tensor], source: str, arch: str) -> None:
+    """Load ``sd`` into ``model`` or fail in one line naming the missing/unexpected keys or shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {_short(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {_short(unexpected)}")
+        raise CheckpointError(f"checkpoint {source} does not fit {arch}: " + "; ".join(parts))
+    wrong = [f"{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
+    if wrong:
+        raise CheckpointError(f"checkpoint {source} does not fit {arch}: shape mismatch {_short(wrong, 3)}")
+    model.load_state_dict(sd, strict=True)
 
 
 def checkpoint_config(ckpt: dict, arch: str | None = None, source: str = "checkpoint") -> ViTConfig:
@@ -87,10 +119,5 @@ def load_model(path: str | Path, arch: str | None = None, kind: type[nn.Module] 
     model = build_model(cfg)
     if kind is not None and not isinstance(model, kind):
         raise EdgetrackError(f"checkpoint {path} holds a {cfg.arch} model ({cfg.name}); expected {kind.__name__}")
-    try:
-        missing, unexpected = model.load_state_dict(ckpt["net"], strict=False)
-    except RuntimeError as err:  # shape mismatch
-        raise EdgetrackError(f"checkpoint {path} does not fit {cfg.name}: {str(err).splitlines()[-1].strip()}") from None
-    if missing or unexpected:
-        raise EdgetrackError(f"checkpoint {path} does not fit {cfg.name}: missing {missing[:4]}, unexpected {unexpected[:4]}")
+    load_state_dict_strict(model, ckpt["net"], str(path), cfg.name)
     return model, ckpt
