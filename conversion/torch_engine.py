@@ -1,40 +1,5 @@
-"""A torch engine for the runtime tracker: the same tracking loop over a torch model.
+"""The torch engine of the runtime tracker (defined in :mod:`training.engine`, which the
+training loop's validation uses too); re-exported here for conversion checks and benchmarks."""
+from training.engine import TorchEngine
 
-Used to check the loop against the reference (0.01 px) without OpenVINO in between, and as
-the torch FP32 baseline in benchmarks.
-"""
-from __future__ import annotations
-
-import numpy as np
-import torch
-
-from edgetrack.engine import TrackerConfig
-from training.models import MixFormerV2
-
-
-class TorchEngine:
-    """``monolithic=True`` runs the full reference forward per frame (as the reference
-    tracker does); otherwise the split template encoder + search step."""
-
-    def __init__(self, model: MixFormerV2, monolithic: bool = True, update_interval: int | None = None):
-        cfg = model.cfg
-        self.model = model.eval()
-        self.monolithic = monolithic
-        self.config = TrackerConfig(cfg.template_size, cfg.search_size, cfg.template_factor, cfg.search_factor,
-                                    tuple(cfg.mean), tuple(cfg.std), update_interval or cfg.update_interval)
-
-    @torch.no_grad()
-    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
-        self.template = torch.from_numpy(np.ascontiguousarray(template))
-        self.online_template = torch.from_numpy(np.ascontiguousarray(online_template))
-        if not self.monolithic:
-            self.template_kv = self.model.encode_template(self.template, self.online_template)
-
-    @torch.no_grad()
-    def infer(self, search: np.ndarray) -> tuple[np.ndarray, float]:
-        s = torch.from_numpy(np.ascontiguousarray(search))
-        if self.monolithic:
-            out = self.model(self.template, self.online_template, s)
-        else:
-            out = self.model.forward_search(s, self.template_kv)
-        return out["pred_boxes"].view(-1, 4).mean(0).numpy(), float(out["pred_scores"].view(-1)[0])
+__all__ = ["TorchEngine"]

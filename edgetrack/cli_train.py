@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -78,6 +79,20 @@ def train_cmd(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's)."),
     fade_fraction: float = typer.Option(40 / 45, "--fade-fraction", help="deep-to-shallow: share of the steps over which layers fade."),
     remove_layers: Optional[str] = typer.Option(None, "--remove-layers", help="deep-to-shallow: layers to drop, e.g. 0,3 (default: evenly spaced)."),
+    backbone_lr_mult: Optional[float] = typer.Option(None, "--backbone-lr-mult", help="Backbone lr multiplier "
+                                                     "(reference 0.1, for an MAE-pretrained backbone; from scratch 1.0)."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Gradient-norm clip (reference 0.1; 0 = off)."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear lr warm-up steps (default 0)."),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="step (reference) | cosine | constant."),
+    search_jitter: Optional[float] = typer.Option(None, "--search-jitter", help="Search centre jitter (reference 4.5)."),
+    search_jitter_start: Optional[float] = typer.Option(None, "--search-jitter-start", help="Curriculum: the jitter "
+                                                        "at step 0, growing linearly to --search-jitter over --jitter-ramp steps."),
+    jitter_ramp: int = typer.Option(0, "--jitter-ramp", help="Curriculum length in steps (0 = fixed jitter)."),
+    val_every: int = typer.Option(0, "--val-every", help="Run the real tracker over validation sequences every N "
+                                  "steps and keep OUT.best.pth by AUC (0 = off)."),
+    val_sequences: int = typer.Option(12, "--val-sequences", help="Validation sequences (synthetic eval-split "
+                                      "photos, seed 1: never the scored seed-0 sequences)."),
+    val_data: Optional[str] = typer.Option(None, "--val-data", help="Validate on this dataset spec instead."),
     log_every: int = typer.Option(10, "--log-every", help="Log the losses every N steps."),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Write the resume checkpoint every N steps."),
 ) -> None:
@@ -93,32 +108,50 @@ def train_cmd(
             raise EdgetrackError(f"{name} {v}: expected at least 1")
     if lr is not None and not lr > 0:
         raise EdgetrackError(f"--lr {lr}: expected a positive learning rate")
+    for name, v in (("--grad-clip", grad_clip), ("--warmup-steps", warmup_steps), ("--jitter-ramp", jitter_ramp),
+                    ("--val-every", val_every)):
+        if v is not None and v < 0:
+            raise EdgetrackError(f"{name} {v}: expected >= 0")
+    if backbone_lr_mult is not None and not backbone_lr_mult >= 0:
+        raise EdgetrackError(f"--backbone-lr-mult {backbone_lr_mult}: expected >= 0")
+    if val_sequences < 1:
+        raise EdgetrackError(f"--val-sequences {val_sequences}: expected at least 1")
     if out.exists() and out.is_dir():
         raise EdgetrackError(f"--out {out}: is a folder; expected a checkpoint file path")
     size = _size(synth_size)
     require_torch("train")
     from training import distill
-    from training.data import DataConfig
+    from training.data import DataConfig, SamplerConfig
+    from training.validate import ValConfig
 
     logging.getLogger("training").setLevel(logging.INFO)
     src = DataConfig(spec=data, synth=synth, synth_seed=seed, synth_size=size, synth_frames=synth_frames)
     try:
         sched = distill.schedule_for(stage, steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
-                                     log_every=log_every, checkpoint_every=checkpoint_every)
+                                     log_every=log_every, checkpoint_every=checkpoint_every,
+                                     backbone_lr_mult=backbone_lr_mult, grad_clip=grad_clip,
+                                     warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+        base = distill.SCORE_SAMPLER if stage == "score" else SamplerConfig()
+        jit = {} if search_jitter is None else {"search_center_jitter": search_jitter}
+        if search_jitter_start is not None:
+            jit.update(search_center_jitter_start=search_jitter_start, jitter_ramp=jitter_ramp * batch_size)
+        sampler = replace(base, **jit)
+        val = ValConfig(every=val_every, sequences=val_sequences, folder=val_data) if val_every else None
     except ValueError as err:
         raise EdgetrackError(str(err)) from None
     if stage == "teacher":
-        path = distill.train_teacher(arch or "mixvit-mini", src, sched, out, init=init)
+        path = distill.train_teacher(arch or "mixvit-mini", src, sched, out, init=init, sampler=sampler, val=val)
     elif stage == "dense-to-sparse":
         path = distill.dense_to_sparse(_need(teacher, "--teacher CKPT (the MixViT teacher)", stage), src, sched, out,
-                                       student_arch=student_arch, teacher_arch=arch)
+                                       student_arch=student_arch, teacher_arch=arch, sampler=sampler, val=val)
     elif stage == "deep-to-shallow":
         path = distill.deep_to_shallow(_need(teacher, "--teacher CKPT (the stage-1 model)", stage),
                                        _need(student_arch, "--student-arch (the shallower configuration)", stage),
-                                       src, sched, out, remove=_layers(remove_layers), fade_fraction=fade_fraction)
+                                       src, sched, out, remove=_layers(remove_layers), fade_fraction=fade_fraction,
+                                       sampler=sampler, val=val)
     else:
         path = distill.train_score(_need(init, "--init CKPT (the model whose score head is trained)", stage),
-                                   src, sched, out, arch=arch)
+                                   src, sched, out, arch=arch, sampler=sampler, val=val)
     typer.echo(f"wrote {path}")
 
 

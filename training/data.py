@@ -138,6 +138,11 @@ class SamplerConfig:
     search_scale_jitter: float = 0.5
     template_center_jitter: float = 0.0
     template_scale_jitter: float = 0.0
+    # curriculum: the search centre jitter grows linearly from ``search_center_jitter_start``
+    # to ``search_center_jitter`` over the first ``jitter_ramp`` samples (by sample index, so a
+    # resumed run sees the same samples); 0 = no ramp (the reference's fixed jitter).
+    search_center_jitter_start: float | None = None
+    jitter_ramp: int = 0
     # crop factors; None = the model configuration's (the runtime's). The reference trains the
     # 288 models with a search factor of 5.0 and tests with 4.5.
     search_factor: float | None = None
@@ -149,6 +154,13 @@ class SamplerConfig:
     brightness: float = 0.2
     pos_prob: float = 1.0  # probability of a positive sample; < 1 adds negatives (score head)
     max_tries: int = 100
+
+    def center_jitter(self, index: int) -> float:
+        """The search centre jitter of sample ``index`` (the curriculum's value)."""
+        if self.search_center_jitter_start is None or self.jitter_ramp <= 0:
+            return self.search_center_jitter
+        f = min(1.0, max(0, index) / self.jitter_ramp)
+        return self.search_center_jitter_start + f * (self.search_center_jitter - self.search_center_jitter_start)
 
     def __post_init__(self) -> None:
         if self.mode not in ("causal", "trident"):
@@ -319,7 +331,7 @@ class TripletDataset(Dataset):
                 boxes = [_flip_box(b, f.shape[1]) for b, f in zip(boxes, frames)]
                 frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
             d.boxes = boxes
-            jit = [(sp.template_center_jitter, sp.template_scale_jitter)] * 2 + [(sp.search_center_jitter, sp.search_scale_jitter)]
+            jit = [(sp.template_center_jitter, sp.template_scale_jitter)] * 2 + [(sp.center_jitter(index), sp.search_scale_jitter)]
             d.jittered = [_jitter(rng, b, c, s) for b, (c, s) in zip(boxes, jit)]
             factors = (self.t_factor, self.t_factor, self.s_factor)
             tokens = (self.t_tokens, self.t_tokens, self.s_tokens)

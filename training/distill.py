@@ -40,7 +40,8 @@ from training.checkpoint import load_model, make_checkpoint
 from training.data import DataConfig, SamplerConfig, TrainSequence, TripletDataset
 from training.losses import box_losses, dense_to_sparse_kl, feature_mimic, score_bce, sparse_kl
 from training.models import MixFormerV2, MixFormerV2Config, MixViT, MixViTConfig, build_model, get_config
-from training.train import Progress, Schedule, finish, param_groups, run_steps
+from training.train import Progress, Schedule, Validation, finish, param_groups, run_steps
+from training.validate import ValConfig, Validator
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,13 @@ def _inputs(b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, tor
 
 def _seed_init(sched: Schedule) -> None:
     torch.manual_seed(sched.seed)
+
+
+def _validation(val: ValConfig | None, checkpoint, start: int = 0) -> Validation | None:
+    """The in-loop validation of a stage (None when ``val`` is None or ``val.every`` is 0)."""
+    if val is None or val.every <= 0:
+        return None
+    return Validation(Validator(val), val.every, checkpoint, start)
 
 
 # -- layer bookkeeping ----------------------------------------------------------------------------
@@ -184,7 +192,8 @@ def prune_state_dict(sd: dict[str, torch.Tensor], kept: Sequence[int],
 # -- stage 1: teacher ---------------------------------------------------------------------------
 def train_teacher(arch: str | MixViTConfig, data: Data, sched: Schedule, out: str | Path,
                   init: str | Path | None = None, weights: LossWeights = LossWeights(iou_kind="giou"),
-                  sampler: SamplerConfig | None = None, progress: Progress | None = None) -> Path:
+                  sampler: SamplerConfig | None = None, progress: Progress | None = None,
+                  val: ValConfig | None = None) -> Path:
     """Train the MixViT teacher from scratch (seeded) or from ``init`` (published or own checkpoint)."""
     out = Path(out)
     cfg = _config(arch, MixViTConfig)
@@ -204,7 +213,9 @@ def train_teacher(arch: str | MixViTConfig, data: Data, sched: Schedule, out: st
         loss = weights.iou * bl["iou_loss"] + weights.l1 * bl["l1"]
         return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "iou": bl["iou"]}
 
-    hist = run_steps(model, _batches(ds, sched), step, sched, out, "teacher", param_groups(model, sched), progress=progress)
+    validation = _validation(val, lambda h: make_checkpoint(model, "teacher", history + h))
+    hist = run_steps(model, _batches(ds, sched), step, sched, out, "teacher", param_groups(model, sched), progress=progress,
+                     validation=validation)
     return finish(out, make_checkpoint(model, "teacher", history + hist))
 
 
@@ -246,7 +257,7 @@ def init_from_teacher(student: MixFormerV2, teacher: MixViT) -> list[int]:
 def dense_to_sparse(teacher: str | Path, data: Data, sched: Schedule, out: str | Path,
                     student_arch: str | MixFormerV2Config | None = None, teacher_arch: str | None = None,
                     weights: LossWeights = LossWeights(), sampler: SamplerConfig | None = None,
-                    progress: Progress | None = None) -> Path:
+                    progress: Progress | None = None, val: ValConfig | None = None) -> Path:
     """Stage 1: a MixFormerV2 student (default: the teacher's backbone, bins = corner-map size)
     learns from the frozen MixViT ``teacher`` checkpoint and the ground truth."""
     out = Path(out)
@@ -275,9 +286,11 @@ def dense_to_sparse(teacher: str | Path, data: Data, sched: Schedule, out: str |
         return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "kl": kl,
                       "iou": bl["iou"], "iou_teacher": t_iou}
 
+    prior = list(t_ck.get("history", []))
+    validation = _validation(val, lambda h: make_checkpoint(student, "dense-to-sparse", prior + h, teacher_layers=layers))
     hist = run_steps(student, _batches(ds, sched), step, sched, out, "dense-to-sparse",
-                     param_groups(student, sched), progress=progress)
-    history = list(t_ck.get("history", [])) + hist
+                     param_groups(student, sched), progress=progress, validation=validation)
+    history = prior + hist
     return finish(out, make_checkpoint(student, "dense-to-sparse", history, teacher_layers=layers))
 
 
@@ -316,7 +329,7 @@ def prune_model(model: MixFormerV2, target: MixFormerV2Config, kept: Sequence[in
 def deep_to_shallow(teacher: str | Path, student_arch: str | MixFormerV2Config, data: Data, sched: Schedule,
                     out: str | Path, remove: Sequence[int] | None = None, fade_fraction: float = 40 / 45,
                     weights: LossWeights = LossWeights(), sampler: SamplerConfig | None = None,
-                    progress: Progress | None = None) -> Path:
+                    progress: Progress | None = None, val: ValConfig | None = None) -> Path:
     """Stage 2: the stage-1 ``teacher`` (frozen) teaches a copy of itself whose ``remove`` layers
     (default: evenly spaced) fade out over ``fade_fraction`` of the steps; the result is saved
     as a model of ``student_arch`` (fewer layers, possibly a smaller MLP ratio)."""
@@ -351,13 +364,18 @@ def deep_to_shallow(teacher: str | Path, student_arch: str | MixFormerV2Config, 
         return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "kl": kl,
                       "feat": feat, "iou": bl["iou"], "remove_rate": fader.rate}
 
+    prior = list(t_ck.get("history", []))
+    # validated (and kept) only once the layers are gone: then the faded model is the pruned one
+    validation = _validation(val, lambda h: make_checkpoint(prune_model(student, target, kept, hidden), "deep-to-shallow",
+                                                            prior + h, source_layers=kept, removed_layers=removed),
+                             start=fade_steps)
     try:
         hist = run_steps(student, _batches(ds, sched), step, sched, out, "deep-to-shallow",
-                         param_groups(student, sched), progress=progress)
+                         param_groups(student, sched), progress=progress, validation=validation)
     finally:
         fader.close()
     pruned = prune_model(student, target, kept, hidden)
-    history = list(t_ck.get("history", [])) + hist
+    history = prior + hist
     return finish(out, make_checkpoint(pruned, "deep-to-shallow", history, source_layers=kept, removed_layers=removed))
 
 
@@ -367,7 +385,7 @@ SCORE_SAMPLER = SamplerConfig(mode="trident", pos_prob=0.5)
 
 def train_score(model_ckpt: str | Path, data: Data, sched: Schedule, out: str | Path, arch: str | None = None,
                 weights: LossWeights = LossWeights(), sampler: SamplerConfig = SCORE_SAMPLER,
-                progress: Progress | None = None) -> Path:
+                progress: Progress | None = None, val: ValConfig | None = None) -> Path:
     """Train only the score head (parameters named ``score``) of a MixFormerV2 checkpoint on
     positive and negative search crops (BCE); the backbone and the box head stay as they are."""
     out = Path(out)
@@ -385,9 +403,12 @@ def train_score(model_ckpt: str | Path, data: Data, sched: Schedule, out: str | 
         return weights.score * bce, {"bce": bce, "acc": acc, "pos": b["label"].mean()}
 
     groups = param_groups(model, sched, only=lambda n: "score" in n)
-    hist = run_steps(model, _batches(ds, sched), step, sched, out, "score", groups, progress=progress)
+    prior = list(ck.get("history", []))
+    validation = _validation(val, lambda h: make_checkpoint(model, "score", prior + h))
+    hist = run_steps(model, _batches(ds, sched), step, sched, out, "score", groups, progress=progress,
+                     validation=validation)
     model.requires_grad_(True)
-    return finish(out, make_checkpoint(model, "score", list(ck.get("history", [])) + hist))
+    return finish(out, make_checkpoint(model, "score", prior + hist))
 
 
 STAGE_DEFAULTS: dict[str, dict] = {

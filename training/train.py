@@ -84,19 +84,40 @@ def resume_path(out: Path) -> Path:
     return out.with_name(out.stem + ".resume" + (out.suffix or ".pth"))
 
 
+def best_path(out: Path) -> Path:
+    """Where a run keeps its best checkpoint by validation AUC (weights only)."""
+    return out.with_name(out.stem + ".best" + (out.suffix or ".pth"))
+
+
+@dataclass
+class Validation:
+    """Validation inside the loop: ``run(model)`` -> numbers (``val_auc`` among them) every
+    ``every`` steps from step ``start``; ``checkpoint()`` gives the checkpoint to keep when
+    the AUC is the best so far (written to :func:`best_path`)."""
+
+    run: Callable[[nn.Module], dict[str, float]]
+    every: int
+    checkpoint: Callable[[list[dict]], dict]
+    start: int = 0
+
+
 def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]], step_fn: StepFn,
               sched: Schedule, out: Path, stage: str, groups: list[dict], extra: dict | None = None,
-              progress: Progress | None = None, resume: bool = True) -> list[dict]:
+              progress: Progress | None = None, resume: bool = True,
+              validation: Validation | None = None) -> list[dict]:
     """Train ``model`` for ``sched.steps`` steps. ``batches(k)`` gives batch ``k``;
     ``step_fn(batch, k)`` returns the loss and the numbers to log. Every
     ``checkpoint_every`` steps the model, optimiser and history go to ``resume_path(out)``
-    (atomically); a later call picks up from there. Returns the history (one record per logged step)."""
+    (atomically); a later call picks up from there. With ``validation``, the tracker runs over
+    the validation sequences every ``validation.every`` steps and the best checkpoint by AUC is
+    kept beside ``out``. Returns the history (one record per logged step, plus one per validation)."""
     if sched.threads:
         torch.set_num_threads(sched.threads)
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=sched.lr, weight_decay=sched.weight_decay)
     history: list[dict] = []
     start = 0
+    best_auc = -1.0
     rpath = resume_path(out)
     if resume and rpath.is_file():
         state = read_checkpoint(rpath)
@@ -104,6 +125,7 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             model.load_state_dict(state["net"])
             opt.load_state_dict(state["optimizer"])
             start, history = int(state["step"]), list(state["history"])
+            best_auc = float(state.get("best_auc", -1.0))
             log.info("%s: resuming at step %d of %d from %s", stage, start, sched.steps, rpath)
         else:
             log.warning("%s: ignoring %s (another stage or schedule)", stage, rpath)
@@ -132,16 +154,33 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         if done % sched.log_every == 0 or done == sched.steps:
             rec = {"stage": stage, "step": done, "lr": opt.param_groups[0]["lr"],
                    **{n: v / seen for n, v in running.items()},
-                   "sec_per_step": (time.perf_counter() - t0) / seen}
+                   "sec_per_step": (time.perf_counter() - t0) / seen,
+                   "samples": done * sched.batch_size,
+                   "samples_per_sec": seen * sched.batch_size / max(time.perf_counter() - t0, 1e-9)}
             history.append(rec)
             log.info("%s step %d/%d  %s", stage, done, sched.steps,
-                     "  ".join(f"{n} {v:.4g}" for n, v in rec.items() if n not in ("stage", "step")))
+                     "  ".join(f"{n} {v:.4g}" for n, v in rec.items() if n not in ("stage", "step", "samples")))
             running, seen, t0 = {}, 0, time.perf_counter()
         if progress is not None:
             progress(done, sched.steps, stats)
+        if validation is not None and validation.every > 0 and done >= validation.start and (
+                done % validation.every == 0 or done == sched.steps):
+            t_val = time.perf_counter()
+            v = validation.run(model)
+            model.train()
+            rec = {"stage": stage, "step": done, **v}
+            history.append(rec)
+            improved = v["val_auc"] > best_auc
+            if improved:
+                best_auc = v["val_auc"]
+                save_atomic(validation.checkpoint(history), best_path(out))
+            log.info("%s step %d/%d  validation AUC %.4f (best %.4f%s)  P@20 %.4f  %.0f s", stage, done,
+                     sched.steps, v["val_auc"], best_auc, ", saved" if improved else "", v.get("val_p20", float("nan")),
+                     time.perf_counter() - t_val)
+            t0 += time.perf_counter() - t_val  # validation time is not training time
         if done % sched.checkpoint_every == 0 and done < sched.steps:
             save_atomic({"net": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
-                         "step": done, "resume_steps": sched.steps, "history": history,
+                         "step": done, "resume_steps": sched.steps, "history": history, "best_auc": best_auc,
                          "schedule": asdict(sched), **(extra or {})}, rpath)
     return history
 

@@ -98,6 +98,13 @@ CONFIGS: dict[str, ViTConfig] = {
         name="mixvit-mini", search_size=128, template_size=64, depth=6, mlp_ratio=4.0,
         embed_dim=192, num_heads=3, head_channels=128, num_classes=10,
     ),
+    # The default model's chain (chosen by step time on the 2-core machines, training/README.md):
+    # a depth-4 teacher, so that the depth-4 student of dense-to-sparse starts from all of its
+    # layers and only the prediction tokens and the MLP heads start from nothing.
+    "mixvit-mini-d4": MixViTConfig(
+        name="mixvit-mini-d4", search_size=128, template_size=64, depth=4, mlp_ratio=4.0,
+        embed_dim=192, num_heads=3, head_channels=128, num_classes=10,
+    ),
     "mixformerv2-mini": MixFormerV2Config(
         name="mixformerv2-mini", search_size=128, template_size=64, depth=4, mlp_ratio=4.0,
         embed_dim=192, num_heads=3, bins=32,

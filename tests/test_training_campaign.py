@@ -1,0 +1,131 @@
+"""The training campaign's parts: jitter curriculum, validation inside the loop (the real
+tracker over held-apart sequences, best checkpoint kept), resume of the best-so-far."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import SamplerConfig, TripletDataset, synth_sequences
+from training.models import build_model, get_config
+
+pytestmark = pytest.mark.xdist_group("training")
+
+SIZE, FRAMES = (192, 144), 30
+
+
+@pytest.fixture(scope="module")
+def seqs():
+    return synth_sequences(3, seed=0, size=SIZE, n_frames=FRAMES)
+
+
+def test_jitter_curriculum_widens_the_search_offsets(seqs):
+    sp = SamplerConfig(search_center_jitter=4.0, search_center_jitter_start=0.5, jitter_ramp=400, augment=False,
+                       search_scale_jitter=0.0)
+    assert sp.center_jitter(0) == 0.5 and sp.center_jitter(400) == 4.0 and sp.center_jitter(10_000) == 4.0
+    assert sp.center_jitter(200) == pytest.approx(2.25)
+    ds = TripletDataset(seqs, get_config("mixformerv2-tiny"), sp, seed=3)
+
+    def offsets(indices):
+        out = []
+        for i in indices:
+            d, _ = ds.draw(i)
+            (x, y, w, h), (jx, jy, jw, jh) = d.boxes[2], d.jittered[2]
+            out.append(max(abs((jx + jw / 2) - (x + w / 2)), abs((jy + jh / 2) - (y + h / 2))) / math.sqrt(w * h))
+        return np.array(out)
+
+    early, late = offsets(range(0, 40)), offsets(range(2000, 2040))
+    assert early.max() <= 0.85 / 2 + 1e-6  # jitter <= 0.85 up to index 40: offset <= j / 2
+    assert late.mean() > 3 * early.mean()
+    assert late.max() <= 2.0 + 1e-6
+
+
+def _fake_run(aucs):
+    it = iter(aucs)
+
+    def run(model):
+        assert not model.training  # validation sees the model in eval mode...
+        return {"val_auc": next(it)}
+    return run
+
+
+def test_validation_keeps_the_best_checkpoint_and_survives_resume(seqs, tmp_path):
+    from training.checkpoint import make_checkpoint
+    from training.train import Schedule, Validation, best_path, param_groups, run_steps
+
+    ds = TripletDataset(seqs, get_config("mixformerv2-tiny"), SamplerConfig(), seed=1)
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-tiny")
+    seen_modes = []
+
+    def step(b, k):
+        seen_modes.append(model.training)  # ... and training resumes in train mode
+        o = model(b["template"], b["online_template"], b["search"])
+        return o["pred_boxes"].sub(b["search_box"][:, None]).abs().mean(), {}
+
+    def run(model_):
+        model_.eval()
+        return inner(model_)
+
+    inner = _fake_run([0.10, 0.30, 0.20])
+    sched = Schedule(steps=6, batch_size=2, checkpoint_every=2, log_every=1)
+    batches = lambda k: ds.batch(range(2 * k, 2 * k + 2))  # noqa: E731
+    out = tmp_path / "run.pth"
+    val = Validation(run, 2, lambda h: make_checkpoint(model, "s", h))
+    hist = run_steps(model, batches, step, sched, out, "s", param_groups(model, sched), validation=val)
+    assert all(seen_modes)
+    vals = [(h["step"], h["val_auc"]) for h in hist if "val_auc" in h]
+    assert vals == [(2, 0.10), (4, 0.30), (6, 0.20)]
+    best = torch.load(best_path(out), weights_only=True)
+    assert [h["val_auc"] for h in best["history"] if "val_auc" in h][-1] == 0.30  # the step-4 model
+    assert best["stage"] == "s" and best["net"]
+
+    # interrupted after step 4's checkpoint, resumed: a worse AUC later must not replace the best
+    out2 = tmp_path / "run2.pth"
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-tiny")
+
+    def failing(b, k):
+        if k == 4:
+            raise KeyboardInterrupt
+        return step(b, k)
+
+    inner = _fake_run([0.10, 0.30])
+    with pytest.raises(KeyboardInterrupt):
+        run_steps(model, batches, failing, sched, out2, "s", param_groups(model, sched),
+                  validation=Validation(run, 2, lambda h: make_checkpoint(model, "s", h)))
+    stamp = best_path(out2).stat().st_mtime_ns
+    inner = _fake_run([0.25])
+    run_steps(model, batches, step, sched, out2, "s", param_groups(model, sched),
+              validation=Validation(run, 2, lambda h: make_checkpoint(model, "s", h)))
+    assert best_path(out2).stat().st_mtime_ns == stamp
+
+
+def test_validator_runs_the_real_tracker(tmp_path, monkeypatch):
+    """The validator tracks synthetic eval-split sequences (seed 1, cached on disk) with the
+    runtime Tracker: an oracle-free check that its AUC is the evaluation module's score of the
+    boxes the Tracker gives, for both model kinds, and that it leaves the model in train mode."""
+    from edgetrack.evaluation import track_sequence
+    from edgetrack.metrics import evaluate_sequence, summarize
+    from edgetrack.tracker import Tracker
+    from training.engine import TorchEngine
+    from training.validate import ValConfig, Validator
+
+    monkeypatch.setenv("EDGETRACK_CACHE", str(tmp_path / "cache"))
+    cfg = ValConfig(every=1, sequences=2, size=(160, 120), min_frames=8, max_frames=10)
+    v = Validator(cfg)
+    assert len(v.sequences) == 2 and all(s.name.startswith("synth-eval-") for s in v.sequences)
+    assert (tmp_path / "cache" / "val").is_dir()
+    for arch in ("mixformerv2-tiny", "mixvit-tiny"):
+        torch.manual_seed(0)
+        model = build_model(arch).train()
+        res = v(model)
+        assert model.training
+        assert 0.0 <= res["val_auc"] <= 1.0
+        tracker = Tracker(TorchEngine(model))
+        scores = [evaluate_sequence(track_sequence(tracker, s)[0], s.ground_truth, visible=s.visible) for s in v.sequences]
+        assert res["val_auc"] == pytest.approx(summarize(scores).auc, abs=1e-9)
+    # a second validator reuses the cached sequences
+    assert [s.name for s in Validator(cfg).sequences] == [s.name for s in v.sequences]
