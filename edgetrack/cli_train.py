@@ -77,6 +77,9 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the reference's, 4e-4; score 1e-4)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and the sampler."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto (cuda when there is one)."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (default: on for CUDA, "
+                                       "and on CPUs with native bf16; AVX2-only CPUs emulate bf16 and run slower)."),
     fade_fraction: float = typer.Option(40 / 45, "--fade-fraction", help="deep-to-shallow: share of the steps over which layers fade."),
     remove_layers: Optional[str] = typer.Option(None, "--remove-layers", help="deep-to-shallow: layers to drop, e.g. 0,3 (default: evenly spaced)."),
     backbone_lr_mult: Optional[float] = typer.Option(None, "--backbone-lr-mult", help="Backbone lr multiplier "
@@ -130,7 +133,8 @@ def train_cmd(
         sched = distill.schedule_for(stage, steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                                      log_every=log_every, checkpoint_every=checkpoint_every,
                                      backbone_lr_mult=backbone_lr_mult, grad_clip=grad_clip,
-                                     warmup_steps=warmup_steps, lr_schedule=lr_schedule)
+                                     warmup_steps=warmup_steps, lr_schedule=lr_schedule, device=device, amp=amp)
+        sched.torch_device()  # a missing CUDA device is one clear line, before any data is made
         base = distill.SCORE_SAMPLER if stage == "score" else SamplerConfig()
         jit = {} if search_jitter is None else {"search_center_jitter": search_jitter}
         if search_jitter_start is not None:

@@ -129,3 +129,59 @@ def test_validator_runs_the_real_tracker(tmp_path, monkeypatch):
         assert res["val_auc"] == pytest.approx(summarize(scores).auc, abs=1e-9)
     # a second validator reuses the cached sequences
     assert [s.name for s in Validator(cfg).sequences] == [s.name for s in v.sequences]
+
+
+def test_release_writes_fp16_weights_and_a_manifest_that_verifies(seqs, tmp_path):
+    from edgetrack.errors import EdgetrackError
+    from training import distill
+    from training.checkpoint import load_model
+    from training.release import release, verify
+
+    sched = distill.schedule_for("teacher", 4, batch_size=2, log_every=2)
+    ck = distill.train_teacher("mixvit-tiny", seqs, sched, tmp_path / "t.pth")
+    m = release(ck, tmp_path / "models" / "tiny.pth", ["edgetrack train teacher ..."], "3 synth train sequences")
+    path = tmp_path / "models" / "tiny.pth"
+    saved = torch.load(path, weights_only=True)
+    assert all(v.dtype == torch.float16 for v in saved["net"].values() if v.is_floating_point())
+    assert m["samples_seen"] == 8 and m["stages"][0]["steps"] == 4 and m["cpu_hours"] > 0
+    assert m["architecture"] == "mixvit-tiny" and verify(path.with_suffix(".json"))["sha256"] == m["sha256"]
+    full, _ = load_model(ck)
+    half, _ = load_model(path)
+    x = (torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32), torch.randn(1, 3, 64, 64))
+    with torch.no_grad():
+        a, b = full.eval()(*x)["pred_boxes"], half.eval()(*x)["pred_boxes"]
+    assert torch.allclose(a, b, atol=2e-2) and a.dtype == b.dtype == torch.float32
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(EdgetrackError, match="sha256"):
+        verify(path.with_suffix(".json"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_device_without_cuda_is_one_clear_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from edgetrack.errors import EdgetrackError
+    from training.train import resolve_device
+
+    with pytest.raises(EdgetrackError, match="no CUDA device"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+    exe = Path(sys.executable).with_name("edgetrack")
+    r = subprocess.run([str(exe), "train", "teacher", "--arch", "mixvit-tiny", "--synth", "2", "--steps", "1",
+                        "--device", "cuda", "--out", str(tmp_path / "t.pth")], capture_output=True, text=True)
+    assert r.returncode != 0 and "no CUDA device" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "t.pth").exists()
+
+
+def test_amp_choice_follows_the_device():
+    from training.train import Schedule, autocast_for, cpu_has_native_bf16
+
+    ctx, scaler = autocast_for(Schedule(steps=1, amp=False), torch.device("cpu"))
+    assert ctx.__name__ == "nullcontext" and scaler is None
+    ctx, _ = autocast_for(Schedule(steps=1, amp=True), torch.device("cpu"))
+    with ctx():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    ctx, _ = autocast_for(Schedule(steps=1), torch.device("cpu"))  # default: only where bf16 is native
+    assert (ctx.__name__ != "nullcontext") == cpu_has_native_bf16()

@@ -148,7 +148,7 @@ class Fader:
 
     def _hidden(self, dropped: torch.Tensor):
         def hook(module, inputs, output):
-            return torch.where(dropped, output * self.rate, output)
+            return torch.where(dropped.to(output.device), output * self.rate, output)
         return hook
 
     def close(self) -> None:
@@ -262,7 +262,7 @@ def dense_to_sparse(teacher: str | Path, data: Data, sched: Schedule, out: str |
     learns from the frozen MixViT ``teacher`` checkpoint and the ground truth."""
     out = Path(out)
     t_model, t_ck = load_model(teacher, teacher_arch, MixViT)
-    t_model.eval().requires_grad_(False)
+    t_model.eval().requires_grad_(False).to(sched.torch_device())
     cfg = student_config_for(t_model.cfg) if student_arch is None else _config(student_arch, MixFormerV2Config)
     _check_same_inputs(cfg, t_model.cfg)
     if cfg.bins != t_model.cfg.score_map_size:
@@ -315,7 +315,7 @@ def plan_pruning(model: MixFormerV2, target: MixFormerV2Config, removed: Sequenc
         hidden = {}
         for i in kept:
             imp = hidden_importance(model.backbone.blocks[i])
-            hidden[i] = torch.sort(torch.topk(imp, n_keep).indices).values
+            hidden[i] = torch.sort(torch.topk(imp, n_keep).indices).values.cpu()
     return removed, kept, hidden
 
 
@@ -337,7 +337,7 @@ def deep_to_shallow(teacher: str | Path, student_arch: str | MixFormerV2Config, 
     if not 0.0 < fade_fraction <= 1.0:
         raise EdgetrackError(f"fade fraction {fade_fraction}: expected 0 < f <= 1")
     t_model, t_ck = load_model(teacher, None, MixFormerV2)
-    t_model.eval().requires_grad_(False)
+    t_model.eval().requires_grad_(False).to(sched.torch_device())
     target = _config(student_arch, MixFormerV2Config)
     removed, kept, hidden = plan_pruning(t_model, target, remove)
     student = copy.deepcopy(t_model).requires_grad_(True)

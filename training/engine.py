@@ -23,6 +23,7 @@ class TorchEngine:
         cfg = model.cfg
         self.model = model.eval()
         self.has_score = isinstance(model, MixFormerV2)
+        self.device = next(model.parameters()).device
         self.monolithic = monolithic or not self.has_score
         interval = update_interval or getattr(cfg, "update_interval", 200)
         self.config = TrackerConfig(cfg.template_size, cfg.search_size, cfg.template_factor, cfg.search_factor,
@@ -30,18 +31,18 @@ class TorchEngine:
 
     @torch.no_grad()
     def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
-        self.template = torch.from_numpy(np.ascontiguousarray(template))
-        self.online_template = torch.from_numpy(np.ascontiguousarray(online_template))
+        self.template = torch.from_numpy(np.ascontiguousarray(template)).to(self.device)
+        self.online_template = torch.from_numpy(np.ascontiguousarray(online_template)).to(self.device)
         if not self.monolithic:
             self.template_kv = self.model.encode_template(self.template, self.online_template)
 
     @torch.no_grad()
     def infer(self, search: np.ndarray) -> tuple[np.ndarray, float]:
-        s = torch.from_numpy(np.ascontiguousarray(search))
+        s = torch.from_numpy(np.ascontiguousarray(search)).to(self.device)
         if self.monolithic:
             out = self.model(self.template, self.online_template, s)
         else:
             out = self.model.forward_search(s, self.template_kv)
-        box = out["pred_boxes"].view(-1, 4).mean(0).float().numpy()
+        box = out["pred_boxes"].view(-1, 4).mean(0).float().cpu().numpy()
         score = float(out["pred_scores"].view(-1)[0]) if self.has_score and "pred_scores" in out else 0.0
         return box, score

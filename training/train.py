@@ -46,6 +46,11 @@ class Schedule:
     threads: int | None = None
     log_every: int = 10
     checkpoint_every: int = 200
+    device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when there is one)
+    amp: bool | None = None  # mixed precision; None = on for CUDA, and on CPUs with native bf16
+
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -63,6 +68,47 @@ class Schedule:
             span = max(1, self.steps - self.warmup_steps)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warmup_steps) / span)))
         return 1.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` / ``cuda[:N]`` / ``auto``, with one clear error when CUDA is asked for and absent."""
+    from edgetrack.errors import EdgetrackError
+
+    name = (name or "cpu").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise EdgetrackError(f"--device {name}: this torch build or machine has no CUDA device "
+                                 f"(torch {torch.__version__}); use --device cpu or auto")
+        return torch.device(name)
+    if name != "cpu":
+        raise EdgetrackError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX): there bf16 autocast is
+    faster; elsewhere (AVX2 machines such as AMD Zen 3) it is emulated and slower than fp32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast_for(sched: "Schedule", device: torch.device) -> tuple[object, torch.amp.GradScaler | None]:
+    """(autocast context factory, grad scaler or None): bf16 on CUDA where supported, else fp16
+    with a scaler; bf16 on CPUs with native bf16 when ``amp`` is not False; else full fp32."""
+    import contextlib
+
+    if device.type == "cuda" and sched.amp is not False:
+        if torch.cuda.is_bf16_supported():
+            return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
+        return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
+    if device.type == "cpu" and (sched.amp or (sched.amp is None and cpu_has_native_bf16())):
+        return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
+    return contextlib.nullcontext, None
 
 
 def param_groups(model: nn.Module, sched: Schedule, only: Callable[[str], bool] | None = None) -> list[dict]:
@@ -113,6 +159,10 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
     kept beside ``out``. Returns the history (one record per logged step, plus one per validation)."""
     if sched.threads:
         torch.set_num_threads(sched.threads)
+    device = sched.torch_device()
+    model.to(device)
+    autocast, scaler = autocast_for(sched, device)
+    log.info("%s: training on %s%s", stage, device, "" if autocast.__name__ == "nullcontext" else " with mixed precision")
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=sched.lr, weight_decay=sched.weight_decay)
     history: list[dict] = []
@@ -123,6 +173,7 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         state = read_checkpoint(rpath)
         if state.get("stage") == stage and state.get("resume_steps") == sched.steps:
             model.load_state_dict(state["net"])
+            model.to(device)
             opt.load_state_dict(state["optimizer"])
             start, history = int(state["step"]), list(state["history"])
             best_auc = float(state.get("best_auc", -1.0))
@@ -136,15 +187,25 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         f = sched.lr_factor(k)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * f
-        batch = batches(k)
-        loss, stats = step_fn(batch, k)
+        batch = {n: v.to(device, non_blocking=True) for n, v in batches(k).items()}
+        with autocast():
+            loss, stats = step_fn(batch, k)
+        loss = loss.float()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {k}")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+        else:
+            loss.backward()
         if sched.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, sched.grad_clip)
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
         stats = {"loss": loss, **stats}
         stats = {n: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for n, v in stats.items()}
         for name, v in stats.items():

@@ -1,0 +1,122 @@
+"""The bundled default model: what ``edgetrack run``, ``Tracker()`` and ``make demo`` use
+when no model is given.
+
+``models/`` (beside the package in a checkout) holds the weights we trained and ship
+(weights-only fp16 checkpoints with a manifest each, see ``training/release.py``) and
+``models/default.json`` names the default one. Its OpenVINO bundle is built once, at set-up
+time (``make install`` runs ``python -m edgetrack.default_model``), into the cache folder
+(``$EDGETRACK_CACHE`` or ``~/.cache/edgetrack``) under a name that carries the checkpoint's
+sha256, so a new default model gets a new bundle. Building needs torch (``edgetrack[train]``);
+using a built bundle does not. ``$EDGETRACK_MODEL`` points at another bundle instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from edgetrack.errors import EdgetrackError
+
+log = logging.getLogger(__name__)
+
+
+def models_dir() -> Path:
+    """The folder of shipped checkpoints (``$EDGETRACK_MODELS``, else the checkout's ``models/``)."""
+    env = os.environ.get("EDGETRACK_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGETRACK_CACHE", Path.home() / ".cache" / "edgetrack"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_manifest() -> dict:
+    """The default model's manifest, after checking its weights file against the sha256."""
+    d = models_dir()
+    pointer = d / "default.json"
+    if not pointer.is_file():
+        raise EdgetrackError(f"no default model: {pointer} is missing; pass --model BUNDLE (from `edgetrack convert`)")
+    try:
+        name = json.loads(pointer.read_text())["model"]
+        manifest = json.loads((d / f"{name}.json").read_text())
+    except (OSError, ValueError, KeyError) as err:
+        raise EdgetrackError(f"default model: cannot read {pointer} or its manifest ({err})") from None
+    weights = d / manifest["file"]
+    if not weights.is_file():
+        raise EdgetrackError(f"default model {name}: {weights} is missing")
+    if _sha256(weights) != manifest["sha256"]:
+        raise EdgetrackError(f"default model {name}: {weights} does not match the sha256 in {name}.json")
+    manifest["path"] = str(weights)
+    return manifest
+
+
+def default_bundle_path() -> Path:
+    """Where the default model's bundle is (``$EDGETRACK_MODEL`` or the cache)."""
+    env = os.environ.get("EDGETRACK_MODEL")
+    if env:
+        return Path(env)
+    m = default_manifest()
+    return cache_dir() / "bundles" / f"{m['name']}-{m['sha256'][:12]}"
+
+
+def default_bundle(build: bool = True) -> Path:
+    """The default model's bundle folder, built from the shipped checkpoint on first use when
+    ``build`` (needs torch) -- one clear error otherwise."""
+    path = default_bundle_path()
+    if (path / "bundle.json").is_file():
+        return path
+    if os.environ.get("EDGETRACK_MODEL"):
+        raise EdgetrackError(f"EDGETRACK_MODEL={path}: not a model bundle (no bundle.json)")
+    if not build:
+        raise EdgetrackError(f"the default model's bundle is not built yet ({path}); run "
+                             "`python -m edgetrack.default_model` (needs edgetrack[train]) or pass --model")
+    return build_default_bundle()
+
+
+def build_default_bundle(force: bool = False) -> Path:
+    """Convert the default checkpoint into its bundle (FP32, split model only)."""
+    path = default_bundle_path()
+    if (path / "bundle.json").is_file() and not force:
+        return path
+    m = default_manifest()
+    try:
+        from conversion.export import convert_checkpoint
+    except ImportError as err:
+        raise EdgetrackError(f"building the default model's bundle needs torch ({err.name} is missing): "
+                             "pip install \"edgetrack[train]\", or pass --model BUNDLE") from None
+    tmp = path.with_name(path.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building the default model's bundle (%s) in %s", m["name"], path)
+    convert_checkpoint(m["path"], None, tmp, monolithic=False)
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        path = build_default_bundle(force="--force" in sys.argv[1:])
+    except EdgetrackError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 1
+    sys.stdout.write(f"default model bundle: {path}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
