@@ -185,3 +185,18 @@ def test_amp_choice_follows_the_device():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
     ctx, _ = autocast_for(Schedule(steps=1), torch.device("cpu"))  # default: only where bf16 is native
     assert (ctx.__name__ != "nullcontext") == cpu_has_native_bf16()
+
+
+def test_curves_place_stages_end_to_end_and_plot(tmp_path):
+    from training.curves import plot, series
+
+    hist = [{"stage": "teacher", "step": 10, "samples": 160, "iou": 0.2},
+            {"stage": "teacher", "step": 20, "samples": 320, "iou": 0.4},
+            {"stage": "teacher", "step": 20, "val_auc": 0.3},
+            {"stage": "dense-to-sparse", "step": 10, "samples": 160, "iou": 0.1},
+            {"stage": "dense-to-sparse", "step": 10, "val_auc": 0.35}]
+    s = series(hist)
+    assert s["teacher"]["iou"] == [(160, 0.2), (320, 0.4)] and s["teacher"]["val_auc"] == [(320, 0.3)]
+    assert s["dense-to-sparse"]["iou"] == [(480, 0.1)] and s["dense-to-sparse"]["val_auc"] == [(480, 0.35)]
+    png = plot({"run": hist}, tmp_path / "c.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -1,0 +1,84 @@
+"""Learning curves of a training campaign as PNG (``python -m training.curves``).
+
+Reads the ``history`` of one or more checkpoints (each stage appends its records: training
+losses every ``log_every`` steps, validation AUC every ``val_every`` steps) and plots training
+IoU and validation AUC against samples seen, one line per stage, stages placed end to end.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.checkpoint import read_checkpoint
+
+
+def series(history: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{stage: {"iou": [(samples, iou)], "val_auc": [(samples, auc)]}}`` with samples counted
+    from the start of the campaign (each stage continues where the previous one ended)."""
+    out: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    offset, last_stage, last_samples, per_step = 0, None, 0, 0.0
+    for rec in history:
+        stage = rec.get("stage", "?")
+        if stage != last_stage:
+            offset += last_samples
+            last_samples = 0
+            last_stage = stage
+        s = out.setdefault(stage, {"iou": [], "val_auc": []})
+        if "samples" in rec:
+            last_samples = int(rec["samples"])
+            per_step = rec["samples"] / max(1, rec["step"])
+        samples = offset + int(rec.get("samples", rec.get("step", 0) * per_step))
+        if "val_auc" in rec:
+            s["val_auc"].append((samples, float(rec["val_auc"])))
+        elif "iou" in rec:
+            s["iou"].append((samples, float(rec["iou"])))
+    return out
+
+
+def plot(histories: dict[str, list[dict]], out: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for label, hist in histories.items():
+        for stage, s in series(hist).items():
+            name = f"{label}: {stage}" if len(histories) > 1 else stage
+            if s["iou"]:
+                x, y = zip(*s["iou"])
+                a1.plot(x, y, label=name)
+            if s["val_auc"]:
+                x, y = zip(*s["val_auc"])
+                a2.plot(x, y, marker="o", label=name)
+    a1.set(xlabel="samples seen", ylabel="training IoU (batch mean)", title="training IoU")
+    a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (12 seq., seed 1)", ylim=(0, 1))
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+", type=Path, help="LABEL=CKPT or CKPT (the last stage's file)")
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--title", default="")
+    a = ap.parse_args(argv)
+    hists = {}
+    for item in a.checkpoints:
+        label, _, path = str(item).rpartition("=")
+        hists[label or Path(path).stem] = list(read_checkpoint(path).get("history", []))
+    sys.stdout.write(f"{plot(hists, a.out, a.title)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
