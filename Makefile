@@ -1,13 +1,14 @@
-# Two entry points, both doing the whole set-up on a fresh machine:
+# Entry points, each doing the whole set-up on a fresh machine:
 #   make demo   convert the bundled default model and track the bundled sample
 #   make test   run the test suite
+#   make data   build the photo library of the synthetic train split (apt-get download, ~250 MB)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 OUT    ?= out
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench data
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+# real photographs from Debian packages for the synthetic train split ($$EDGETRACK_CACHE/photos)
+data: $(STAMP)
+	$(VENV)/bin/edgetrack data
 
 # latency of the demo's default bundle (run `make demo` first) against torch FP32
 bench: $(STAMP)

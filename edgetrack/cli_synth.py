@@ -18,8 +18,13 @@ def synth_cmd(
     max_frames: int = typer.Option(300, "--max-frames", help="Most frames per sequence."),
     workers: int = typer.Option(1, "--workers", "-j", help="Sequences generated in parallel processes."),
     quality: int = typer.Option(90, "--quality", help="JPEG quality of the frames."),
+    library: str | None = typer.Option(None, "--library", show_default=False,
+                                help="Train split only: the photo library folder to draw on as well, or 'off'. "
+                                     "Default: the one `edgetrack data` built, when there is one."),
 ) -> None:
     """Write synthetic tracking sequences with exact ground truth, made from real photos that ship with scikit-image and matplotlib: camera pan/zoom, target motion, scale/aspect change, rotation, occlusion, distractors, motion blur, illumination change, out-of-view frames.
+
+    The train split also draws on the photo library that `edgetrack data` builds (a few hundred photos from Debian packages), when there is one, and gives some targets the outline of a segmented region of their photo. The eval split never changes.
 
     Layout: <out>/<seq>/img/00000001.jpg ..., groundtruth.txt (x,y,w,h; 0,0,0,0 when out of view), absence.label (1 = not visible), meta.json, and <out>/list.txt. An interrupted run resumes: finished sequences are skipped.
 
@@ -28,6 +33,8 @@ def synth_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgetrack.synth.dataset import parse_size, write_dataset
+    from edgetrack.synth.library import OFF_VALUES, resolve_library
+    from edgetrack.synth.photos import TRAIN_PHOTOS
 
     if sequences < 1:
         raise EdgetrackError(f"--sequences {sequences}: expected at least 1")
@@ -36,6 +43,9 @@ def synth_cmd(
     wh = parse_size(size)
     if out.exists() and not out.is_dir():
         raise EdgetrackError(f"--out {out}: exists and is not a folder")
+    if library is not None and split != "train" and library.strip().lower() not in OFF_VALUES:
+        raise EdgetrackError(f"--library {library}: only the train split draws on the photo library")
+    lib = resolve_library(library) if split == "train" else None
     skipped = 0
     with Progress(TextColumn("synth {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), transient=False) as bar:
@@ -46,8 +56,13 @@ def synth_cmd(
             skipped += was_skipped
             bar.update(task, advance=1, description=f"{split} {name}")
 
-        write_dataset(out, sequences, seed, split, wh, min_frames, max_frames, workers, quality, progress=step)
+        write_dataset(out, sequences, seed, split, wh, min_frames, max_frames, workers, quality, progress=step,
+                      library=lib if lib is not None else False)
     typer.echo(f"{sequences} sequences in {out} ({sequences - skipped} written, {skipped} already there)")
+    if split == "train":
+        typer.echo(f"photos: {len(TRAIN_PHOTOS)} from scikit-image + {len(lib)} from the photo library {lib.root}"
+                   if lib is not None else
+                   f"photos: {len(TRAIN_PHOTOS)} from scikit-image (no photo library: `edgetrack data` builds one)")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,13 @@ CONFORMANCE = Path(os.environ.get("EDGETRACK_CONFORMANCE", REPO.parent / "shared
 ARCH_FILES = {"mixformerv2-s": "mixformerv2_s", "mixformerv2-b": "mixformerv2_b", "mixvit-b": "mixvit_b_teacher"}
 
 
+@pytest.fixture(autouse=True)
+def _no_photo_library(monkeypatch):
+    """The synthetic train split draws on the photo library of the machine's cache when there is one
+    (``edgetrack data``); tests never do, unless they point at a library of their own."""
+    monkeypatch.setenv("EDGETRACK_PHOTO_LIBRARY", "off")
+
+
 def conformance_file(name: str) -> Path:
     path = CONFORMANCE / name
     if not path.is_file():

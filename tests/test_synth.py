@@ -1,7 +1,9 @@
 """edgetrack synth: photo splits, determinism, exact ground truth, absence labels, the folder
-layout, bad input and resume after an interrupted run. Small frames and short sequences."""
+layout, bad input and resume after an interrupted run, the eval split unchanged bit for bit, and
+the train split's cut-out targets. Small frames and short sequences."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +27,7 @@ from edgetrack.synth import (
 )
 from edgetrack.synth import dataset as synth_dataset
 from edgetrack.synth.dataset import write_dataset
+from edgetrack.synth import generator as synth_generator
 from edgetrack.synth.generator import render_frames
 
 SMALL = (160, 120)
@@ -261,3 +264,103 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, e
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "new").exists()  # nothing written
+
+
+# -- the eval split is a scored benchmark: it must not change -------------------------------------------
+# Digests of eval sequences made by generator version 1 (before the photo library and cut-out
+# targets came to the train split), recorded with OpenCV 5.1.0 and numpy 2.4.6. The plan digest
+# covers every random draw (poses, photos, shapes, camera, light): numpy only. The frame digest
+# covers the pixels, which also depend on OpenCV's resampling: it is checked with that version only.
+EVAL_DIGESTS = [  # (index, seed, all challenges?) -> (plan, frames)
+    ((1, 0, False), ("9d3c9cbe9d91ae8e", "8f6c3ea086f7c78b")),
+    ((2, 0, False), ("4146704a88d77dac", "d9279b3cea202c6a")),
+    ((3, 7, False), ("565953be23175875", "2cdfa12a9da49ec6")),
+    ((4, 1, True), ("03ce942b1f4871d1", "6cb21d6a16739f21")),
+]
+EVAL_DIGEST_VERSIONS = ("5.1.0", "2.4.6")
+
+
+def _plan_digest(index: int, seed: int, every: bool) -> str:
+    plan = plan_sequence(index, seed, "eval", SMALL, 24, challenges=CHALLENGES if every else None)
+    h = hashlib.sha256()
+    for layer in [plan.target, *plan.distractors, *plan.occluders]:
+        for a in (layer.shape, layer.center, layer.size, layer.angle, layer.active):
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        h.update(layer.photo.encode() + layer.shape_kind.encode())
+    for a in (plan.camera, plan.gain, plan.gamma):
+        h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    h.update(json.dumps(plan.info, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _frame_digest(index: int, seed: int, every: bool) -> str:
+    seq = render_sequence(index, seed, "eval", SMALL, 24, challenges=CHALLENGES if every else None)
+    h = hashlib.sha256()
+    for f in seq.frames:
+        h.update(f.tobytes())
+    h.update(seq.gt.tobytes())
+    h.update(seq.absent.tobytes())
+    h.update(json.dumps(seq.meta, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case, digests", EVAL_DIGESTS)
+def test_eval_split_is_bit_identical_to_version_1(case, digests):
+    assert _plan_digest(*case) == digests[0]
+    if (cv2.__version__, np.__version__) != EVAL_DIGEST_VERSIONS:
+        pytest.skip(f"frame digests recorded with OpenCV/numpy {EVAL_DIGEST_VERSIONS}, not "
+                    f"{(cv2.__version__, np.__version__)}")
+    assert _frame_digest(*case) == digests[1]
+
+
+def test_eval_split_never_draws_cutouts(monkeypatch):
+    monkeypatch.setattr(synth_generator, "CUTOUT_PROB", 1.0)
+    kinds = {plan_sequence(i, 0, "eval", SMALL, 20).info["target"]["shape"] for i in range(1, 21)}
+    assert "cutout" not in kinds and kinds <= {"rectangle", "ellipse", "polygon"}
+    assert _plan_digest(1, 0, False) == EVAL_DIGESTS[0][1][0]
+
+
+# -- cut-out targets (train split) ---------------------------------------------------------------------
+def test_cutout_polygons_are_normalised_simple_outlines():
+    rng = np.random.default_rng(1)
+    made = 0
+    for k in range(12):
+        photo = load_photo(TRAIN_PHOTOS[k % len(TRAIN_PHOTOS)])
+        cut = synth_generator._cutout(rng, photo, float(np.exp(rng.uniform(-0.7, 0.7))), float(rng.uniform(40, 200)))
+        if cut is None:
+            continue
+        made += 1
+        v = cut.shape
+        assert v.ndim == 2 and v.shape[1] == 2 and 5 <= len(v) <= synth_generator.MAX_CUTOUT_VERTICES
+        assert v.min(0).tolist() == [-0.5, -0.5] and v.max(0).tolist() == [0.5, 0.5]  # exactly
+        # a simple polygon: its shoelace area is the area OpenCV fills
+        side = 400
+        canvas = np.zeros((side, side), np.uint8)
+        cv2.fillPoly(canvas, [np.round((v + 0.5) * (side - 1)).astype(np.int32)], 1)
+        area = float(synth_generator._poly_area(v * (side - 1)))
+        assert abs(canvas.sum() - area) < 0.05 * area + 2 * side
+        assert cut.texture.dtype == np.uint8 and cut.texture.ndim == 3 and min(cut.texture.shape[:2]) >= 4
+        x, y, w, h = cut.box
+        assert 0 <= x and 0 <= y and x + w <= photo.shape[1] + 1 and y + h <= photo.shape[0] + 1
+    assert made >= 9
+
+
+@pytest.mark.parametrize("index", [1, 2, 3])
+def test_cutout_ground_truth_is_the_box_of_the_target_pixels(index, monkeypatch):
+    monkeypatch.setattr(synth_generator, "CUTOUT_PROB", 1.0)
+    seq = render_sequence(index, 6, "train", SMALL, 24, masks=True,
+                          challenges=("camera_motion", "scale_change", "aspect_change", "rotation"))
+    assert seq.meta["target"]["shape"] == "cutout" and seq.meta["version"] == 2
+    assert seq.meta["library"] is None  # tests run without the machine's photo library
+    for k, (mask, (x, y, w, h)) in enumerate(zip(seq.masks, seq.gt)):
+        if w <= 0:
+            continue
+        ys, xs = np.nonzero(mask > 0.5)
+        assert abs(xs.min() - x) <= 1 and abs(xs.max() + 1 - (x + w)) <= 1, (k, xs.min(), xs.max(), x, w)
+        assert abs(ys.min() - y) <= 1 and abs(ys.max() + 1 - (y + h)) <= 1, (k, ys.min(), ys.max(), y, h)
+        ys, xs = np.nonzero(mask > 0.02)
+        assert xs.min() + 1 >= x - 1 and xs.max() <= x + w + 1 and ys.min() + 1 >= y - 1 and ys.max() <= y + h + 1
+    # the default draw gives cut-outs to part of the train split only
+    monkeypatch.setattr(synth_generator, "CUTOUT_PROB", 0.4)
+    kinds = [plan_sequence(i, 0, "train", SMALL, 20).info["target"]["shape"] for i in range(1, 31)]
+    assert 5 <= kinds.count("cutout") <= 20

@@ -4,7 +4,8 @@ inside installed packages (scikit-image, matplotlib); see ``docs/synth.md``.
 Photos per split (``edgetrack.synth.photos``; the eval split never uses a train photo):
 
 - train: astronaut, motorcycle_left, motorcycle_right, immunohistochemistry, retina, moon,
-  brick, grass, text, cell, clock
+  brick, grass, text, cell, clock; plus, when it has been built (``edgetrack data``), the photo
+  library of ``edgetrack.synth.library``: photographs from Debian packages
 - eval: chelsea, coffee, rocket, hubble_deep_field, grace_hopper (matplotlib), camera, coins,
   gravel, page
 
@@ -16,16 +17,18 @@ from edgetrack.synth.generator import (
     ABSENT_VISIBLE_FRACTION,
     CHALLENGES,
     GENERATOR_VERSION,
+    SPLIT_VERSIONS,
     SynthSequence,
     generate_sequence,
     plan_sequence,
     render_sequence,
     sequence_name,
 )
+from edgetrack.synth.library import PhotoLibrary, load_library, open_library
 from edgetrack.synth.photos import EVAL_PHOTOS, PHOTOS, SPLITS, TRAIN_PHOTOS, load_photo, split_photos
 
 __all__ = [
-    "ABSENT_VISIBLE_FRACTION", "CHALLENGES", "EVAL_PHOTOS", "GENERATOR_VERSION", "PHOTOS", "SPLITS",
-    "SynthSequence", "TRAIN_PHOTOS", "generate_sequence", "load_photo", "plan_sequence", "render_sequence",
-    "sequence_name", "split_photos",
+    "ABSENT_VISIBLE_FRACTION", "CHALLENGES", "EVAL_PHOTOS", "GENERATOR_VERSION", "PHOTOS", "PhotoLibrary",
+    "SPLITS", "SPLIT_VERSIONS", "SynthSequence", "TRAIN_PHOTOS", "generate_sequence", "load_library", "load_photo",
+    "open_library", "plan_sequence", "render_sequence", "sequence_name", "split_photos",
 ]

@@ -4,7 +4,9 @@
 ``0,0,0,0`` where the target is entirely out of view), ``<out>/<seq>/absence.label`` (1 = not
 visible), ``<out>/<seq>/meta.json`` and ``<out>/list.txt``. A sequence is written into
 ``<out>/.partial/<seq>`` and renamed into place when complete, so an interrupted run leaves no
-half sequence and a rerun skips the finished ones.
+half sequence and a rerun skips the finished ones. Train sequences record the photo library they
+drew from (``meta.json`` "library"), and a rerun with another library is refused like any other
+change of settings.
 """
 from __future__ import annotations
 
@@ -26,13 +28,16 @@ from edgetrack.synth.generator import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_MIN_FRAMES,
     DEFAULT_SIZE,
-    GENERATOR_VERSION,
+    SPLIT_VERSIONS,
+    LibraryArg,
     _check_args,
+    _split_library,
     finish_meta,
     plan_sequence,
     render_frames,
     sequence_name,
 )
+from edgetrack.synth.library import open_library
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,7 @@ class SynthJob:
     min_frames: int
     max_frames: int
     quality: int = JPEG_QUALITY
+    library: str = "off"  # train split: the photo library's folder, or "off"
 
     @property
     def name(self) -> str:
@@ -59,9 +65,12 @@ class SynthJob:
 
 
 def _identity(job: SynthJob) -> dict:
-    return {"seed": job.seed, "split": job.split, "index": job.index, "frame_size": list(job.size),
-            "frame_range": [job.min_frames, job.max_frames], "jpeg_quality": job.quality,
-            "version": GENERATOR_VERSION}
+    ident = {"seed": job.seed, "split": job.split, "index": job.index, "frame_size": list(job.size),
+             "frame_range": [job.min_frames, job.max_frames], "jpeg_quality": job.quality,
+             "version": SPLIT_VERSIONS[job.split]}
+    if job.split == "train":
+        ident["library"] = None if job.library == "off" else open_library(job.library).info()
+    return ident
 
 
 def _existing(job: SynthJob) -> bool:
@@ -91,7 +100,7 @@ def write_sequence(job: SynthJob) -> str:
         shutil.rmtree(tmp)
     (tmp / "img").mkdir(parents=True)
     plan = plan_sequence(job.index, job.seed, job.split, job.size,
-                         min_frames=job.min_frames, max_frames=job.max_frames)
+                         min_frames=job.min_frames, max_frames=job.max_frames, library=job.library)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(job.quality)]
     infos = []
     for i, (frame, info) in enumerate(render_frames(plan), start=1):
@@ -129,9 +138,12 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def write_dataset(out: Path | str, n: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
                   min_frames: int = DEFAULT_MIN_FRAMES, max_frames: int = DEFAULT_MAX_FRAMES, workers: int = 1,
-                  quality: int = JPEG_QUALITY, progress: Callable[[str, bool], None] | None = None) -> list[str]:
+                  quality: int = JPEG_QUALITY, progress: Callable[[str, bool], None] | None = None,
+                  library: LibraryArg = None) -> list[str]:
     """Write sequences 1..n of ``split`` under ``out``; skip those already complete. ``progress(name,
-    skipped)`` is called once per sequence. Returns the sequence names (also written to list.txt)."""
+    skipped)`` is called once per sequence. ``library``: the train split's photo library (see
+    ``plan_sequence``; by default the one ``edgetrack data`` built, when there is one). Returns the
+    sequence names (also written to list.txt)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise EdgetrackError(f"--out {out}: exists and is not a folder")
@@ -144,12 +156,14 @@ def write_dataset(out: Path | str, n: int, seed: int, split: str = "eval", size:
     if min_frames < 2 or max_frames < min_frames:
         raise EdgetrackError(f"--min-frames {min_frames} --max-frames {max_frames}: expected 2 <= min <= max")
     _check_args(split, size, None, min_frames, max_frames)
+    lib = _split_library(split, library)
+    lib_arg = str(lib.root) if lib is not None else "off"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise EdgetrackError(f"--out {out}: cannot create the folder ({err.strerror})") from None
     jobs = [SynthJob(str(out), i, int(seed), split, (int(size[0]), int(size[1])), int(min_frames), int(max_frames),
-                     int(quality)) for i in range(1, n + 1)]
+                     int(quality), lib_arg) for i in range(1, n + 1)]
     todo = []
     for job in jobs:
         if _existing(job):

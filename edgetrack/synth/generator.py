@@ -4,27 +4,39 @@ A sequence is planned first (every random draw happens there, from one
 ``numpy.random.Generator(PCG64(SeedSequence([seed, split_id, index])))``), then rendered frame
 by frame, so the same arguments give the same pixels. Layers, back to front: the background
 (a moving, zooming crop of a photo), distractors, the target, occluders; then local and global
-illumination. Shapes are polygons (a rectangle, a 48-gon ellipse or a random star-shaped
-polygon) whose vertices are moved exactly, so the ground truth is the axis-aligned box of the
-target's transformed vertices clipped to the frame, in the convention that pixel ``i`` spans
-``[i, i+1)``.
+illumination. Shapes are polygons (a rectangle, a 48-gon ellipse, a random star-shaped polygon,
+or, in the train split, the outline of a segmented region of the target's photo: a "cutout")
+whose vertices are moved exactly, so the ground truth is the axis-aligned box of the target's
+transformed vertices clipped to the frame, in the convention that pixel ``i`` spans ``[i, i+1)``.
+
+The train split draws its photos from the scikit-image train photos plus the photo library
+(``edgetrack.synth.library``, built by ``edgetrack data``) when there is one; the eval split
+never does, and its draws are those of version 1, bit for bit.
 """
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
-from edgetrack.synth.photos import PHOTOS, load_photo, split_photos
+from edgetrack.synth.library import OFF_VALUES, PhotoLibrary, resolve_library
+from edgetrack.synth.photos import load_photo, split_photos
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+# The version each split's output carries (meta.json "version", checked when a run resumes). The
+# eval split is a scored benchmark: its sequences are those of version 1, bit for bit. Version 2
+# changed the train split only (the photo library, cut-out targets).
+SPLIT_VERSIONS: dict[str, int] = {"train": GENERATOR_VERSION, "eval": 1}
+# Train split: probability that the target is a cut-out (the outline of a region of its photo).
+CUTOUT_PROB = 0.4
 SPLIT_IDS = {"train": 0, "eval": 1}
 DEFAULT_SIZE = (640, 480)
 DEFAULT_MIN_FRAMES = 150
@@ -215,6 +227,138 @@ def _retint(rng: np.random.Generator, rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
 
 
+@dataclass
+class Cutout:
+    """A region of a photo patch as a polygon: ``shape`` (K, 2) with its bounding box exactly
+    [-0.5, 0.5]^2, ``texture`` the patch resampled onto that box, ``box`` the region in the photo."""
+
+    shape: np.ndarray
+    texture: np.ndarray
+    box: list[int]
+
+
+_SEG_SIDE = 128  # segmentation runs on a copy of the patch this big (longer side)
+MAX_CUTOUT_VERTICES = 64
+MIN_CUTOUT_ANGLE = 35.0  # degrees, at any vertex
+
+
+def _outline(mask: np.ndarray) -> np.ndarray | None:
+    """The outer contour of the largest blob of ``mask`` as a polygon of at most
+    MAX_CUTOUT_VERTICES vertices (pixel-centre coordinates), or None if it is degenerate."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return None
+    c = max(contours, key=cv2.contourArea)
+    area = cv2.contourArea(c)
+    if area < 64:
+        return None
+    eps = 0.004 * cv2.arcLength(c, True)
+    poly = cv2.approxPolyDP(c, eps, True)
+    while len(poly) > MAX_CUTOUT_VERTICES:
+        eps *= 1.3
+        poly = cv2.approxPolyDP(c, eps, True)
+    poly = poly[:, 0, :].astype(np.float64)
+    # no needle-like spikes: drop vertices sharper than MIN_CUTOUT_ANGLE (a thin tip covers too
+    # little of its pixels for the box to stay tight against what is drawn)
+    while len(poly) > 5:
+        a, b = np.roll(poly, 1, 0) - poly, np.roll(poly, -1, 0) - poly
+        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-9)
+        k = int(np.argmax(cos))
+        if cos[k] <= math.cos(math.radians(MIN_CUTOUT_ANGLE)):
+            break
+        poly = np.delete(poly, k, 0)
+    # a simple polygon keeps (nearly) the blob's area; a self-crossing one does not
+    if len(poly) < 5 or abs(float(_poly_area(poly)) - area) > 0.15 * area:
+        return None
+    return poly
+
+
+def _cutout(rng: np.random.Generator, photo: np.ndarray, aspect: float, max_side: float) -> Cutout | None:
+    """Segment a textured patch of ``photo`` (graph-based segmentation) and take one region of
+    reasonable size and compactness as the target's outline; None when no region fits."""
+    patch, pbox = _cut_patch(rng, photo, aspect, 0.3, 0.9, (2 * max_side, 2 * max_side))
+    ph, pw = patch.shape[:2]
+    g = _SEG_SIDE / max(ph, pw)
+    small = cv2.resize(patch, (max(8, round(pw * g)), max(8, round(ph * g))), interpolation=cv2.INTER_AREA) \
+        if g < 1 else patch
+    sh, sw = small.shape[:2]
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    k = float(rng.uniform(300, 1200))
+    found: list[tuple[np.ndarray, float]] = []
+    for scale in (1.0, 0.3):  # coarse segments first (more texture inside), finer ones if none fits
+        seg = cv2.ximgproc.segmentation.createGraphSegmentation(0.8, k * scale, max(20, sh * sw // 60))
+        labels = seg.processImage(np.ascontiguousarray(small))
+        counts = np.bincount(labels.ravel())
+        inner: list[tuple[np.ndarray, float]] = []
+        edge: list[tuple[np.ndarray, float]] = []
+        for lab in np.flatnonzero((counts >= 0.06 * sh * sw) & (counts <= 0.85 * sh * sw)):
+            mask = cv2.morphologyEx((labels == lab).astype(np.uint8), cv2.MORPH_OPEN, kernel)
+            area = int(mask.sum())
+            if area < 0.06 * sh * sw:
+                continue
+            x, y, w, h = cv2.boundingRect(mask)
+            if min(w, h) < 12 or not 1 / 2.5 <= w / h <= 2.5:
+                continue
+            if area < 0.5 * cv2.contourArea(cv2.convexHull(cv2.findNonZero(mask))):
+                continue
+            touches = (x == 0) + (y == 0) + (x + w == sw) + (y + h == sh)
+            (inner if touches <= 1 else edge).append((mask, float(grey[mask > 0].std())))
+        found = inner or edge
+        if found:
+            break
+    if not found:
+        return None
+    weight = np.array([(t + 2.0) ** 2 for _, t in found])  # textured regions first
+    poly = _outline(found[int(rng.choice(len(found), p=weight / weight.sum()))][0])
+    if poly is None:
+        return None
+    # polygon in patch pixel-centre coordinates, then the patch resampled onto its bounding box
+    sx, sy = pw / sw, ph / sh
+    poly = (poly + 0.5) * np.array([sx, sy]) - 0.5
+    lo, hi = poly.min(0), poly.max(0)
+    span = hi - lo
+    if min(span) < 4:
+        return None
+    tw, th = max(4, round(span[0])), max(4, round(span[1]))
+    m = np.array([[span[0] / tw, 0.0, lo[0] + 0.5 * span[0] / tw], [0.0, span[1] / th, lo[1] + 0.5 * span[1] / th]])
+    texture = cv2.warpAffine(patch, m, (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_REFLECT)
+    shape = (poly - lo) / span - 0.5  # its bounding box is exactly [-0.5, 0.5]^2
+    fx, fy = pbox[2] / pw, pbox[3] / ph
+    box = [int(pbox[0] + lo[0] * fx), int(pbox[1] + lo[1] * fy), max(1, int(round(span[0] * fx))),
+           max(1, int(round(span[1] * fy)))]
+    return Cutout(shape, np.ascontiguousarray(texture), box)
+
+
+def _fit(tex: np.ndarray, max_size: tuple[float, float]) -> np.ndarray:
+    """``tex`` resized down (never up) to at most ``max_size`` (as ``_cut_patch`` does)."""
+    mw, mh = max(4, int(math.ceil(max_size[0]))), max(4, int(math.ceil(max_size[1])))
+    if tex.shape[1] > mw or tex.shape[0] > mh:
+        tex = cv2.resize(tex, (min(mw, tex.shape[1]), min(mh, tex.shape[0])), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(tex)
+
+
+LibraryArg = PhotoLibrary | Path | str | bool | None
+
+
+def _split_library(split: str, library: LibraryArg) -> PhotoLibrary | None:
+    """The photo library a split draws on: the train split's (see ``resolve_library``); the eval
+    split never has one."""
+    if split == "train":
+        return resolve_library(library)
+    if library is None or library is False or (isinstance(library, str) and library.strip().lower() in OFF_VALUES):
+        return None
+    raise EdgetrackError(f"photo library {library}: only the train split draws on it (the eval split is a fixed "
+                         f"benchmark)")
+
+
+def _photo_loader(lib: PhotoLibrary | None) -> Callable[[str], np.ndarray]:
+    if lib is None:
+        return load_photo
+    return lambda name: lib.load(name) if name in lib else load_photo(name)
+
+
 # -- the plan ----------------------------------------------------------------------------------
 @dataclass
 class Layer:
@@ -286,10 +430,16 @@ def _check_args(split: str, size: tuple[int, int], n_frames: int | None, min_fra
 
 def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
                   n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
-                  max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None) -> SequencePlan:
+                  max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
+                  library: LibraryArg = None) -> SequencePlan:
     """Draw everything about sequence ``index``. ``challenges`` (names from ``CHALLENGES``), when
-    given, replaces the random choice of which challenges occur (``()`` = none of them)."""
+    given, replaces the random choice of which challenges occur (``()`` = none of them).
+    ``library`` (train split only): the photo library to draw on as well, a folder, ``"off"`` or
+    False for none; by default ``$EDGETRACK_PHOTO_LIBRARY`` or the one ``edgetrack data`` built,
+    when there is one (see ``edgetrack.synth.library.resolve_library``)."""
     _check_args(split, size, n_frames, min_frames, max_frames)
+    lib = _split_library(split, library)
+    load = _photo_loader(lib)
     if challenges is not None:
         unknown = set(challenges) - set(CHALLENGES)
         if unknown:
@@ -305,6 +455,8 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
 
     # photos: target, background and occluders from different photos of the split
     pool = list(split_photos(split))
+    if lib is not None:
+        pool += lib.names
     order = [pool[i] for i in rng.permutation(len(pool))]
     target_photo, bg_photo, others = order[0], order[1], order[2:]
 
@@ -318,10 +470,14 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
     scale = np.exp(ls - ls[0]) if present["scale_change"] else np.ones(N)
     la = _curve(rng, N, math.log(0.65), math.log(1.5), rng.uniform(40, 110))
     aspect = np.exp(la - la[0]) if present["aspect_change"] else np.ones(N)
-    tw = np.clip(w0 * scale * np.sqrt(aspect), 10.0, 0.8 * W)
-    th = np.clip(h0 * scale / np.sqrt(aspect), 10.0, 0.8 * H)
-    tw[0], th[0] = w0, h0
-    tsize = np.stack([tw, th], 1)
+
+    def target_sizes(w0: float, h0: float) -> np.ndarray:
+        tw = np.clip(w0 * scale * np.sqrt(aspect), 10.0, 0.8 * W)
+        th = np.clip(h0 * scale / np.sqrt(aspect), 10.0, 0.8 * H)
+        tw[0], th[0] = w0, h0
+        return np.stack([tw, th], 1)
+
+    tsize = target_sizes(w0, h0)
     spin = rng.random() < 0.25
     rate = rng.uniform(0.5, 2.0) * rng.choice([-1.0, 1.0])
     wob = _curve(rng, N, -45.0, 45.0, rng.uniform(40, 100))
@@ -329,7 +485,19 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
         angle = np.deg2rad(wob[0] * 0.2 + rate * np.arange(N) if spin else wob)
     else:
         angle = np.zeros(N)
-    t_kind, t_shape = _shape(rng)
+    cutout = None
+    if split == "train" and rng.random() < CUTOUT_PROB:  # never drawn in the eval split
+        cutout = _cutout(rng, load(target_photo), w0 / h0, 1.25 * float(tsize.max()))
+    if cutout is None:
+        t_kind, t_shape = _shape(rng)
+    else:
+        # the target takes the cut-out's aspect ratio (same area), so its texture is not stretched
+        t_kind, t_shape = "cutout", cutout.shape
+        ac = float(np.clip(cutout.texture.shape[1] / cutout.texture.shape[0], 1 / 2.2, 2.2))
+        area = w0 * h0
+        w0 = float(np.clip(math.sqrt(area * ac), MIN_INIT_SIDE, 0.6 * W))
+        h0 = float(np.clip(math.sqrt(area / ac), MIN_INIT_SIDE, 0.6 * H))
+        tsize = target_sizes(w0, h0)
 
     # target path: a smooth curve inside a random sub-rectangle of the frame
     def axis_path(length: float) -> np.ndarray:
@@ -394,9 +562,12 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
         length[length < 1.5] = 0.0
         return length, np.arctan2(vel[:, 1], vel[:, 0])
 
-    tphoto = load_photo(target_photo)
+    tphoto = load(target_photo)
     max_tex = (float(tsize[:, 0].max()) * 1.25, float(tsize[:, 1].max()) * 1.25)
-    tex, tex_box = _cut_patch(rng, tphoto, w0 / h0, 0.2, 0.7, max_tex)
+    if cutout is None:
+        tex, tex_box = _cut_patch(rng, tphoto, w0 / h0, 0.2, 0.7, max_tex)
+    else:
+        tex, tex_box = _fit(cutout.texture, max_tex), cutout.box
     target = Layer("target", target_photo, tex, t_kind, t_shape, center, tsize, angle, np.ones(N, bool))
 
     # distractors: other patches of the target's photo, or the target re-tinted, near its path
@@ -450,7 +621,7 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
         dist = far * (1 - r) + near * r
         ocenter = center + dist[:, None] * direction + (side_off * r)[:, None] * perp
         ophoto_name = str(rng.choice(others))
-        ophoto = load_photo(ophoto_name)
+        ophoto = load(ophoto_name)
         otex, _ = _cut_patch(rng, ophoto, float(osize[0, 0] / osize[0, 1]), 0.2, 0.8,
                              (float(osize[0, 0]) * 1.25, float(osize[0, 1]) * 1.25))
         active = np.zeros(N, bool)
@@ -463,7 +634,7 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
         layer.blur, layer.blur_angle = blur_of(layer.velocity())
 
     # camera: a crop window of the background photo that pans and zooms
-    bg = load_photo(bg_photo)
+    bg = load(bg_photo)
     if rng.random() < 0.5:
         bg = bg[:, ::-1]
     ph, pw = bg.shape[:2]
@@ -520,6 +691,8 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
         "distractors": [{"kind": d.role.removeprefix("distractor_"), "shape": d.shape_kind} for d in distractors],
         "events": sorted(info_events, key=lambda d: d["frames"][0]),
     }
+    if split == "train":
+        info["library"] = lib.info() if lib is not None else None
     return SequencePlan(sequence_name(split, index), int(index), int(seed), split, (W, H), N, present, bg, bg_photo,
                         cam, cam_blur, cam_blur_angle, target, distractors, occluders, gain, gamma, lights,
                         events, info)
@@ -691,7 +864,7 @@ def finish_meta(plan: SequencePlan, infos: list[FrameInfo]) -> tuple[np.ndarray,
     challenges = {k: _ranges(f) for k, f in ch.items()}
     meta = {
         "generator": "edgetrack.synth",
-        "version": GENERATOR_VERSION,
+        "version": SPLIT_VERSIONS[plan.split],
         "name": plan.name,
         "seed": plan.seed,
         "split": plan.split,
@@ -720,10 +893,10 @@ class SynthSequence:
 def render_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
                     n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
                     max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
-                    masks: bool = False) -> SynthSequence:
+                    masks: bool = False, library: LibraryArg = None) -> SynthSequence:
     """Render a whole sequence in memory; with ``masks`` also the target's alpha per frame (before occlusion)."""
     plan = plan_sequence(index, seed, split, size, n_frames, min_frames=min_frames, max_frames=max_frames,
-                         challenges=challenges)
+                         challenges=challenges, library=library)
     frames, infos = [], []
     for img, info in render_frames(plan, masks=masks):
         frames.append(img)
@@ -736,8 +909,9 @@ def render_sequence(index: int, seed: int, split: str = "eval", size: tuple[int,
 def generate_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
                       n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
                       max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
-                      ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, dict]:
-    """(frames as RGB uint8 arrays, gt (N, 4) x,y,w,h, absent (N,) bool, meta) of sequence ``index``."""
+                      library: LibraryArg = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, dict]:
+    """(frames as RGB uint8 arrays, gt (N, 4) x,y,w,h, absent (N,) bool, meta) of sequence ``index``.
+    The train split also draws on the photo library when there is one (``library``: see ``plan_sequence``)."""
     s = render_sequence(index, seed, split, size, n_frames, min_frames=min_frames, max_frames=max_frames,
-                        challenges=challenges)
+                        challenges=challenges, library=library)
     return s.frames, s.gt, s.absent, s.meta

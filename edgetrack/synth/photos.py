@@ -13,6 +13,9 @@ eval    chelsea, coffee, rocket, hubble_deep_field, camera, coins, gravel, page
         (scikit-image), grace_hopper (matplotlib)
 ======  ===============================================================================
 
+The train split also draws on the photo library that ``edgetrack data`` builds from Debian
+packages (``edgetrack.synth.library``), when there is one; the eval split never does.
+
 The two lists are disjoint (the stereo pair motorcycle_left/right stays in one split). Not
 used: drawings and renderings (colorwheel, logo, horse, the matplotlib logo and present
 pack), synthetic images (checkerboard, binary_blobs, shepp_logan_phantom), tiny images
