@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,13 +22,22 @@ import torch
 from torch import nn
 
 import edgetrack
-from edgetrack.bundle import Bundle, finalize_bundle, now_iso
+from edgetrack.bundle import Bundle, check_bundle_output, finalize_bundle, now_iso
 from training.models import MixFormerV2, MixFormerV2Config
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16")
 HEAD_OUTPUTS = ("pred_boxes", "pred_scores", "prob")
+GRAPHS = ("template", "search", "monolithic")
+
+ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
+
+
+def _report(progress: ProgressFn | None, step: str, done: int, total: int) -> None:
+    log.info("convert: %s (%d/%d)", step, done, total)
+    if progress is not None:
+        progress(step, done, total)
 
 
 def _head_tuple(out: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,16 +95,26 @@ def _convert(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: t
     return ov_model
 
 
-def convert_graphs(model: MixFormerV2) -> dict[str, ov.Model]:
-    """The three OpenVINO graphs (in memory) of a MixFormerV2 model."""
+def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress: ProgressFn | None = None,
+                   done: int = 0, total: int | None = None) -> dict[str, ov.Model]:
+    """The OpenVINO graphs (in memory) of a MixFormerV2 model: template, search and monolithic."""
     cfg = model.cfg
     x = example_inputs(cfg)
     model = model.eval()
-    return {
-        "template": _convert(TemplateEncoder(model), {k: x[k] for k in ("template", "online_template")}, ("template_kv",)),
-        "search": _convert(SearchStep(model), {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),
-        "monolithic": _convert(Monolithic(model), {k: x[k] for k in ("template", "online_template", "search")}, HEAD_OUTPUTS),
+    makers = {
+        "template": lambda: _convert(TemplateEncoder(model), {k: x[k] for k in ("template", "online_template")},
+                                     ("template_kv",)),
+        "search": lambda: _convert(SearchStep(model), {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),
+        "monolithic": lambda: _convert(Monolithic(model), {k: x[k] for k in ("template", "online_template", "search")},
+                                       HEAD_OUTPUTS),
     }
+    total = total if total is not None else len(names)
+    graphs = {}
+    for name in names:
+        _report(progress, f"exporting the {name} model", done, total)
+        graphs[name] = makers[name]()
+        done += 1
+    return graphs
 
 
 def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict) -> dict:
@@ -127,6 +147,7 @@ def save_bundle(graphs: dict[str, ov.Model], out_dir: str | Path, meta: dict, pr
                 force: bool = True) -> Bundle:
     """Write graphs + manifest to ``out_dir`` atomically (temp folder, then rename)."""
     out_dir = Path(out_dir)
+    check_bundle_output(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
     try:
@@ -139,30 +160,38 @@ def save_bundle(graphs: dict[str, ov.Model], out_dir: str | Path, meta: dict, pr
 
 
 def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp32",
-                  provenance: dict | None = None, monolithic: bool = True, force: bool = True) -> Bundle:
+                  provenance: dict | None = None, monolithic: bool = True, force: bool = True,
+                  progress: ProgressFn | None = None, steps_done: int = 0) -> Bundle:
+    """Export ``model`` to a bundle folder; ``progress(step, done, total)`` reports each step."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not isinstance(model, MixFormerV2):
         raise TypeError("only MixFormerV2 models export to a tracking bundle (the MixViT teacher is a training model)")
-    graphs = convert_graphs(model)
-    if not monolithic:
-        graphs.pop("monolithic")
+    check_bundle_output(out_dir, force)
+    names = GRAPHS if monolithic else tuple(g for g in GRAPHS if g != "monolithic")
+    total = steps_done + len(names) + 1
+    graphs = convert_graphs(model, names, progress, steps_done, total)
     meta = bundle_meta(model.cfg, precision, provenance or {})
+    _report(progress, f"writing the {precision} bundle", total - 1, total)
     bundle = save_bundle(graphs, out_dir, meta, precision, force=force)
+    _report(progress, f"wrote {Path(out_dir).name}", total, total)
     log.info("wrote %s bundle %s (%s)", model.cfg.name, bundle.path, precision)
     return bundle
 
 
 def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | Path, precision: str = "fp32",
-                       monolithic: bool = True, force: bool = True) -> Bundle:
+                       monolithic: bool = True, force: bool = True, progress: ProgressFn | None = None) -> Bundle:
     """``edgetrack convert``: a published or own checkpoint -> model bundle (``arch`` None: the
-    checkpoint's own config, else MixFormerV2-S)."""
+    checkpoint's own config, else MixFormerV2-S). ``progress(step, done, total)`` reports each step."""
     from conversion.official import CheckpointError, canonical_arch, load_official_checkpoint, sha256_file
 
+    check_bundle_output(out_dir, force)
     arch = canonical_arch(arch)
+    _report(progress, "loading the checkpoint", 0, 5 if monolithic else 4)
     model = load_official_checkpoint(checkpoint, arch)
     if not isinstance(model, MixFormerV2):
         raise CheckpointError(f"checkpoint {checkpoint} holds {model.cfg.name}, a training model (the MixViT "
                               "teacher); convert a MixFormerV2 checkpoint")
     prov = {"source_checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}}
-    return export_bundle(model, out_dir, precision, prov, monolithic=monolithic, force=force)
+    return export_bundle(model, out_dir, precision, prov, monolithic=monolithic, force=force, progress=progress,
+                         steps_done=1)

@@ -36,7 +36,7 @@ import numpy as np
 import openvino as ov
 
 import edgetrack
-from edgetrack.bundle import MODEL_NAMES, Bundle, finalize_bundle, now_iso
+from edgetrack.bundle import MODEL_NAMES, Bundle, check_bundle_output, finalize_bundle, now_iso
 from edgetrack.engine import OpenVINOEngine, TrackerConfig
 from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import Normalizer, sample_target
@@ -324,6 +324,7 @@ def check_inputs(src_bundle_dir: str | Path, out_dir: str | Path, cfg: Calibrati
         raise QuantizeError(f"model bundle {src.path}: already int8; quantize its fp32 source bundle")
     if Path(out_dir).resolve() == src.path.resolve():
         raise QuantizeError(f"-o {out_dir}: is the source bundle; write the int8 bundle to another folder")
+    check_bundle_output(out_dir, option="-o")
     cfg.check()
     opts.check()
     if src.precision != "fp32":

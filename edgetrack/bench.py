@@ -11,10 +11,13 @@ from typing import Callable
 
 import numpy as np
 
-from edgetrack.bundle import Bundle
-from edgetrack.engine import compile_config, core, resolve_device
+from edgetrack.bundle import Bundle, BundleError
+from edgetrack.engine import compile_config, core, openvino_message, resolve_device
+from edgetrack.errors import EdgetrackError
 
 log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
@@ -36,14 +39,33 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def time_call(fn: Callable[[], object], iterations: int, warmup: int) -> dict:
-    for _ in range(warmup):
+def check_counts(iterations: int, warmup: int) -> None:
+    if iterations < 1:
+        raise EdgetrackError(f"--iterations {iterations}: expected 1 or more timed calls")
+    if warmup < 0:
+        raise EdgetrackError(f"--warmup {warmup}: expected 0 or more untimed calls")
+
+
+def time_call(fn: Callable[[], object], iterations: int, warmup: int,
+              progress: Callable[[int, int], None] | None = None) -> dict:
+    """Median and p90 milliseconds of ``iterations`` calls after ``warmup`` untimed ones;
+    ``progress(done, total)`` about 20 times along the way."""
+    check_counts(iterations, warmup)
+    total = warmup + iterations
+    step = max(1, total // 20)
+    for k in range(warmup):
         fn()
+        if progress is not None and (k + 1) % step == 0:
+            progress(k + 1, total)
     times = np.empty(iterations)
     for i in range(iterations):
         t = time.perf_counter()
         fn()
         times[i] = (time.perf_counter() - t) * 1000
+        if progress is not None and (warmup + i + 1) % step == 0:
+            progress(warmup + i + 1, total)
+    if progress is not None:
+        progress(total, total)
     return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))}
 
 
@@ -57,35 +79,58 @@ def _random_inputs(model, rng) -> dict:
             for p in model.inputs}
 
 
+def _stage(progress: ProgressFn | None, stage: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(stage, done, total)
+
+
+def _compile(bundle: Bundle, model_name: str, device: str, props: dict):
+    try:
+        return core().compile_model(str(bundle.model_xml(model_name)), device, props)
+    except RuntimeError as err:
+        raise BundleError(f"model bundle {bundle.path}: OpenVINO cannot compile its {model_name} model for {device}: "
+                          f"{openvino_message(err)}") from None
+
+
 def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, warmup: int = 10,
-                 inference_precision: str | None = None) -> list[BenchResult]:
-    """Template encoder, search step (split: template once, search per frame), monolithic."""
+                 inference_precision: str | None = None, progress: ProgressFn | None = None) -> list[BenchResult]:
+    """Template encoder, search step (split: template once, search per frame), monolithic.
+    ``progress(stage, done, total)`` reports the calls of each variant."""
+    check_counts(iterations, warmup)
     device = resolve_device(device)
     props = compile_config(bundle.precision, device, inference_precision)
     rng = np.random.default_rng(0)
     out = []
     for model_name, variant in (("template", "template"), ("search", "split"), ("monolithic", "monolithic")):
         if not bundle.has(model_name):
+            if bundle.listed(model_name):
+                log.warning("model bundle %s: the %s model's files are not there; not timed", bundle.path, model_name)
             continue
-        compiled = core().compile_model(str(bundle.model_xml(model_name)), device, props)
+        stage = f"{bundle.path.name} {variant}"
+        if progress is not None:
+            progress(stage, 0, warmup + iterations)
+        compiled = _compile(bundle, model_name, device, props)
         req = compiled.create_infer_request()
         for name, arr in _random_inputs(compiled, rng).items():
             req.get_tensor(name).data[...] = arr
         if model_name == "search":  # realistic keys/values from the template encoder
-            tcomp = core().compile_model(str(bundle.model_xml("template")), device, props)
+            tcomp = _compile(bundle, "template", device, props)
             treq = tcomp.create_infer_request()
             for name, arr in _random_inputs(tcomp, rng).items():
                 treq.get_tensor(name).data[...] = arr
             treq.infer()
             req.get_tensor("template_kv").data[...] = treq.get_tensor("template_kv").data
-        lat = time_call(req.infer, iterations, warmup)
+        lat = time_call(req.infer, iterations, warmup, _stage(progress, stage))
         out.append(_result(bundle.arch, bundle.precision, variant, lat))
         log.info("%s %s %s: median %.2f ms", bundle.arch, bundle.precision, variant, lat["median"])
     return out
 
 
-def bench_torch(bundle: Bundle, iterations: int = 100, warmup: int = 10) -> list[BenchResult]:
+def bench_torch(bundle: Bundle, iterations: int = 100, warmup: int = 10,
+                progress: ProgressFn | None = None) -> list[BenchResult]:
     """Torch FP32 monolithic (the reference tracker's per-frame call) for the bundle's architecture."""
+    check_counts(iterations, warmup)
     import torch
 
     from training.models import MixFormerV2, MixFormerV2Config
@@ -97,9 +142,10 @@ def bench_torch(bundle: Bundle, iterations: int = 100, warmup: int = 10) -> list
     g = torch.Generator().manual_seed(0)
     z, oz, x = (torch.randn(1, 3, n, n, generator=g) for n in (t, t, s))
     with torch.inference_mode():
-        lat = time_call(lambda: model(z, oz, x), iterations, warmup)
+        lat = time_call(lambda: model(z, oz, x), iterations, warmup, _stage(progress, f"{bundle.arch} torch-monolithic"))
         kv = model.encode_template(z, oz)
-        lat_split = time_call(lambda: model.forward_search(x, kv), iterations, warmup)
+        lat_split = time_call(lambda: model.forward_search(x, kv), iterations, warmup,
+                              _stage(progress, f"{bundle.arch} torch-split"))
     return [_result(bundle.arch, "fp32", "torch-monolithic", lat), _result(bundle.arch, "fp32", "torch-split", lat_split)]
 
 

@@ -2,18 +2,23 @@
 
 A folder with ``bundle.json`` and OpenVINO IR files (``template.xml/.bin``: template
 encoder, ``search.xml/.bin``: search step, optionally ``monolithic.xml/.bin``). Loading
-checks the format version and the SHA-256 of every model file and says what is wrong in
-one line.
+checks the format version and the SHA-256 of the model files that tracking needs (template
+and search) and says what is wrong in one line; the monolithic model (for comparison only,
+shipped bundles may leave it out) is checked when it is used.
+
+Bundles are written with the usual permissions (files 0644, folders 0755 under umask 022):
+other users and services can read them.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetrack.errors import EdgetrackError
@@ -22,9 +27,13 @@ FORMAT = "edgetrack-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 MODEL_NAMES = ("template", "search", "monolithic")
+REQUIRED_MODELS = ("template", "search")  # what tracking runs; the monolithic model is optional
 REQUIRED_KEYS = ("format", "format_version", "arch", "template_size", "search_size",
                  "template_factor", "search_factor", "mean", "std", "bins", "update_interval",
                  "precision", "files")
+
+
+log = logging.getLogger(__name__)
 
 
 class BundleError(EdgetrackError):
@@ -43,19 +52,45 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc where it can be, so that no other thread ever
+    creates a file under a temporarily changed umask)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(folder: bool = False) -> int:
+    """The mode ``open()``/``mkdir()`` would give (0644/0755 under umask 022); ``mkstemp`` and
+    ``mkdtemp`` give 0600/0700, which would hide a bundle from other users."""
+    return (0o777 if folder else 0o666) & ~current_umask()
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+        os.chmod(tmp, default_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass
 class Bundle:
     path: Path
     meta: dict
+    verified: set[str] = field(default_factory=set, repr=False, compare=False)  # files whose hash was checked
 
     # -- reading ---------------------------------------------------------------------------
     @classmethod
@@ -80,15 +115,26 @@ class Bundle:
         if missing:
             raise BundleError(f"model bundle {path}: {MANIFEST} lacks {', '.join(missing)}")
         bundle = cls(path, meta)
-        for name in ("template", "search"):
+        for name in REQUIRED_MODELS:
             if f"{name}.xml" not in meta["files"]:
                 raise BundleError(f"model bundle {path}: has no {name} model")
         if verify:
-            bundle.verify()
+            bundle.verify(REQUIRED_MODELS)
+        for name in MODEL_NAMES:
+            if name not in REQUIRED_MODELS and bundle.listed(name) and not bundle.has(name):
+                log.info("model bundle %s: the %s model is not there (optional; tracking does not use it)", path, name)
         return bundle
 
-    def verify(self) -> None:
-        for fname, digest in self.meta["files"].items():
+    def _files_of(self, models) -> list[str]:
+        if models is None:
+            return list(self.meta["files"])
+        return [f for f in self.meta["files"] if f.rsplit(".", 1)[0] in set(models)]
+
+    def verify(self, models=None) -> None:
+        """Check that the files of ``models`` (None: every file in the manifest) are there and
+        have the manifest's SHA-256."""
+        for fname in self._files_of(models):
+            digest = self.meta["files"][fname]
             f = self.path / fname
             if not f.is_file():
                 raise BundleError(f"model bundle {self.path}: {fname} is missing")
@@ -97,13 +143,22 @@ class Bundle:
                 raise BundleError(
                     f"model bundle {self.path}: {fname} is corrupt or was changed "
                     f"(sha256 {actual[:12]}..., manifest says {digest[:12]}...)")
+            self.verified.add(fname)
 
-    def has(self, model: str) -> bool:
+    def listed(self, model: str) -> bool:
+        """The manifest names this model."""
         return f"{model}.xml" in self.meta["files"]
 
+    def has(self, model: str) -> bool:
+        """The bundle has this model: named in the manifest and its files are there."""
+        return self.listed(model) and all((self.path / f).is_file() for f in self._files_of([model]))
+
     def model_xml(self, model: str) -> Path:
-        if not self.has(model):
+        """The model's IR, its files checked against the manifest (once)."""
+        if not self.listed(model):
             raise BundleError(f"model bundle {self.path}: has no {model} model")
+        if not set(self._files_of([model])) <= self.verified:
+            self.verify([model])
         return self.path / f"{model}.xml"
 
     # -- convenient fields -----------------------------------------------------------------
@@ -121,6 +176,28 @@ class Bundle:
         write_json_atomic(self.path / MANIFEST, self.meta)
 
 
+def check_bundle_output(out_dir: str | Path, overwrite: bool = True, option: str = "output") -> None:
+    """``out_dir`` can take a new bundle: it is new, an empty folder or (with ``overwrite``)
+    a bundle to replace; its parent is a folder or can be made. One clear error if not."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() or out_dir.is_symlink():
+        if not out_dir.is_dir():
+            raise BundleError(f"{option} {out_dir}: is a file; expected a bundle folder (a new one, or a bundle to replace)")
+        if (out_dir / MANIFEST).is_file():
+            if not overwrite:
+                raise BundleError(f"{out_dir} exists; pass --force to replace it")
+        elif any(out_dir.iterdir()):
+            raise BundleError(f"{option} {out_dir}: exists and is not a model bundle; refusing to replace it")
+        return
+    parent = out_dir.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BundleError(f"{option} {out_dir}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BundleError(f"{option} {out_dir}: cannot write in {parent}")
+
+
 def finalize_bundle(tmp_dir: Path, out_dir: Path, meta: dict, overwrite: bool = True) -> Bundle:
     """Hash the model files in ``tmp_dir``, write the manifest and move it to ``out_dir``.
 
@@ -135,11 +212,12 @@ def finalize_bundle(tmp_dir: Path, out_dir: Path, meta: dict, overwrite: bool = 
                 files[f.name] = sha256_file(f)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "files": files}
     write_json_atomic(tmp_dir / MANIFEST, meta)
+    os.chmod(tmp_dir, default_mode(folder=True))  # mkdtemp made it 0700
+    for f in tmp_dir.iterdir():
+        if f.is_file():
+            os.chmod(f, default_mode())
+    check_bundle_output(out_dir, overwrite)
     if out_dir.exists():
-        if not overwrite:
-            raise BundleError(f"{out_dir} exists; pass --force to replace it")
-        if not (out_dir / MANIFEST).is_file() and any(out_dir.iterdir()):
-            raise BundleError(f"{out_dir} exists and is not a model bundle; refusing to replace it")
         old = out_dir.with_name(f".{out_dir.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         os.replace(out_dir, old)

@@ -1,16 +1,25 @@
 """The ``edgetrack`` command line.
 
-Commands that need torch (``convert``, ``quantize``, ``train``) import it inside the command;
-user errors become one line on stderr and exit status 2.
+Commands that need torch (``convert``, ``quantize``, ``train``) import it inside the command.
+Every failure ends in one line on stderr and a non-zero exit status, never a traceback:
+user errors (``EdgetrackError``) and usage errors exit 2, Ctrl-C exits 130 ("interrupted").
 """
 from __future__ import annotations
 
 import logging
 import sys
+from typing import NoReturn
 
-import typer
+from edgetrack.offline import disable_openvino_telemetry
 
-from edgetrack.errors import EdgetrackError
+disable_openvino_telemetry()  # before any command imports openvino: an offline tool calls no one
+
+import typer  # noqa: E402
+
+from edgetrack.errors import EdgetrackError  # noqa: E402
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 app = typer.Typer(
     add_completion=False,
@@ -28,33 +37,53 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 
 def _register_all() -> None:
-    from edgetrack import cli_eval, cli_quantize, cli_runtime, cli_synth, cli_train
+    from edgetrack import cli_data, cli_eval, cli_quantize, cli_runtime, cli_synth, cli_train
 
-    for module in (cli_runtime, cli_eval, cli_synth, cli_train, cli_quantize):
+    for module in (cli_runtime, cli_eval, cli_synth, cli_data, cli_train, cli_quantize):
         module.register(app)
 
 
 _register_all()
 
 
+def usage_line(err: typer.TyperException) -> str:
+    """One line for a command-line usage error (typer bundles its own click: no ``import click``)."""
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "edgetrack"
+    msg = " ".join(err.format_message().split())
+    if not msg:  # no_args_is_help: the help text went to stdout already
+        return f"error: no command given; see '{command} --help'"
+    errors = getattr(err.__cause__, "errors", None)  # typer's pydantic coercion keeps the bad value there
+    if callable(errors):
+        try:
+            msg += f" (got {errors()[0]['input']!r})"
+        except (LookupError, TypeError, ValueError):
+            pass
+    return f"error: {msg.rstrip('.')}; see '{command} --help'"
+
+
+def _exit(line: str, code: int) -> NoReturn:
+    typer.echo(line, err=True)
+    sys.exit(code)
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
     except EdgetrackError as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        _exit(f"error: {err}", EXIT_USAGE)
+    except KeyboardInterrupt:
+        _exit("interrupted", EXIT_INTERRUPTED)
     except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(130)
-    except (typer.Exit,) as ex:  # pragma: no cover - typer internals
+        _exit("aborted", EXIT_INTERRUPTED)
+    except typer.Exit as ex:  # pragma: no cover - typer returns these in non-standalone mode
         sys.exit(ex.exit_code)
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+    except typer.TyperException as err:  # click usage errors (missing option, bad value, no such command)
+        _exit(usage_line(err), EXIT_USAGE)
+    # In non-standalone mode typer turns Ctrl-C into a returned 130 and --help into 0.
+    if rv == EXIT_INTERRUPTED:
+        _exit("interrupted", EXIT_INTERRUPTED)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":

@@ -74,10 +74,11 @@ def eval_cmd(
     sequences: Optional[str] = typer.Option(None, "--sequences", help="Only these sequences, comma separated."),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device for --model (CPU, GPU, ...)."),
     absent: str = typer.Option("score", "--absent", help=ABSENT_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Run every sequence again, replacing the results folder's results (also those of another tracker)."),
 ) -> None:
     """Run a tracker over a dataset, write pytracking-layout results, print a summary.
 
-    Each sequence starts from its first ground-truth box. Finished sequences (both result files complete) are skipped, so an interrupted run resumes where it stopped. Writes <results>/<seq>.txt (x,y,w,h per frame) and <results>/<seq>_time.txt (seconds per frame).
+    Each sequence starts from its first ground-truth box. Finished sequences (both result files complete) are skipped, so an interrupted run resumes where it stopped. A results folder belongs to the tracker that started it (<results>/tracker.json: bundle hash, device, update interval, precision): another tracker is refused unless --overwrite. Writes <results>/<seq>.txt (x,y,w,h per frame) and <results>/<seq>_time.txt (seconds per frame).
 
     Example:
 
@@ -92,6 +93,8 @@ def eval_cmd(
 
     if (model is None) == (tracker is None):
         raise EdgetrackError("give exactly one of --model DIR or --tracker csrt|kcf|mil")
+    if workers < 1:
+        raise EdgetrackError(f"--workers {workers}: expected 1 or more")
     _check_absent(absent)
     if tracker is not None:
         from edgetrack.peers import PEERS
@@ -111,7 +114,7 @@ def eval_cmd(
         task = bar.add_task(f"{spec.label} on {len(seqs)} sequences", total=None)
         run = run_eval(seqs, spec, results, workers,
                        progress=lambda _name, k: bar.advance(task, k),
-                       on_start=lambda total: bar.update(task, total=total))
+                       on_start=lambda total: bar.update(task, total=total), overwrite=overwrite)
     typer.echo(f"ran {len(run.ran)} sequence(s) in {run.wall_seconds:.1f} s, "
                f"skipped {len(run.skipped)} already finished; results in {results}")
     write_atomic(results / "eval.json", json.dumps({"tracker": spec.label, "kind": spec.kind, "source": spec.name,

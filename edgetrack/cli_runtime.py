@@ -1,8 +1,9 @@
 """``edgetrack run``, ``bench`` and ``convert``."""
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,35 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     if len(vals) != 4:
         raise EdgetrackError(f"--init-box {text!r}: expected four numbers x,y,w,h")
     return vals  # type: ignore[return-value]
+
+
+@contextmanager
+def step_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """One rich progress bar fed by ``(step, done, total)``: the bar shows the current step."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as bar:
+        task = bar.add_task("starting", total=None)
+        yield lambda step, done, total: bar.update(task, description=step, completed=done, total=total)
+
+
+@contextmanager
+def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A rich progress bar per stage, fed by ``(stage, done, total)``. Redrawn only when it is
+    fed (no refresh thread), so that it does not disturb what ``bench`` times."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  auto_refresh=False, transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None, refresh=True)
+
+        yield update
 
 
 def require_torch(command: str):
@@ -48,26 +78,34 @@ def run_cmd(
 
     Example: edgetrack run --model models/default --video clip.mp4 --init-box 60,80,56,40 --output-boxes boxes.txt --no-display
     """
-    from edgetrack.runner import display_available, run
+    from edgetrack.runner import check_outputs, display_problem, run
     from edgetrack.sources import open_source
     from edgetrack.tracker import Tracker
 
+    # every option is checked before the model is loaded or a frame is read
     box = parse_box(init_box) if init_box is not None else None
+    if update_interval is not None and update_interval < 1:
+        raise EdgetrackError(f"--update-interval {update_interval}: expected 1 or more (frames between template updates)")
+    if max_frames is not None and max_frames < 1:
+        raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
+    check_outputs(output_boxes, output_video)
+    display = not no_display
+    problem = display_problem() if display else None  # OpenCV's Qt would abort the process (exit 134)
+    if problem is not None and box is not None:
+        log.warning("%s; running without a window, as with --no-display", problem)
+        display = False
     source = open_source(camera=camera, video=video, frames=frames)
     try:
+        if box is None and (problem is not None or not display):
+            raise EdgetrackError("no --init-box given and no display to draw one on" + (f": {problem}" if problem else ""))
         tracker = Tracker(model, device=device, update_interval=update_interval)
     except BaseException:
         source.close()
         raise
-    display = not no_display
-    if display and not display_available():
-        log.warning("no display found; running without a window (pass --no-display to silence this)")
-        display = False
     stats = run(source, tracker, box, output_boxes, output_video, display, max_frames)
     ms = sorted(stats.track_ms)
-    med = ms[len(ms) // 2] if ms else float("nan")
-    typer.echo(f"{stats.frames} frames in {stats.seconds:.2f} s ({stats.fps:.1f} FPS end to end, "
-               f"track median {med:.2f} ms)")
+    timing = f"track median {ms[len(ms) // 2]:.2f} ms" if ms else "no frame tracked after the first"
+    typer.echo(f"{stats.frames} frames in {stats.seconds:.2f} s ({stats.fps:.1f} FPS end to end, {timing})")
     if output_boxes:
         typer.echo(f"boxes: {output_boxes}")
     if output_video:
@@ -87,9 +125,12 @@ def bench_cmd(
 
     Example: edgetrack bench --model models/s-fp32 --model models/s-fp16 --json out/bench.json
     """
-    from edgetrack.bench import bench_bundle, bench_torch, report
+    from edgetrack.bench import bench_bundle, bench_torch, check_counts, report
     from edgetrack.bundle import Bundle, write_json_atomic
 
+    check_counts(iterations, warmup)
+    if json_out is not None and json_out.is_dir():
+        raise EdgetrackError(f"--json {json_out}: is a folder; expected a file name such as bench.json")
     bundles = [Bundle.load(m) for m in model]
     results = []
     if torch_ref:
@@ -98,14 +139,15 @@ def bench_cmd(
         except ImportError:
             log.warning("torch is not installed; skipping the torch reference")
             torch_ref = False
-    if torch_ref:
-        seen = set()
+    with stage_progress() as progress:
+        if torch_ref:
+            seen = set()
+            for b in bundles:
+                if b.arch not in seen:
+                    seen.add(b.arch)
+                    results += bench_torch(b, iterations, warmup, progress=progress)
         for b in bundles:
-            if b.arch not in seen:
-                seen.add(b.arch)
-                results += bench_torch(b, iterations, warmup)
-    for b in bundles:
-        results += bench_bundle(b, device, iterations, warmup)
+            results += bench_bundle(b, device, iterations, warmup, progress=progress)
     rep = report(results, device)
     typer.echo(f"device {rep['device']} | {rep['cpu']} | {rep['threads']} threads")
     typer.echo(f"{'model':18} {'precision':9} {'variant':17} {'median ms':>9} {'p90 ms':>8} {'fps':>8}")
@@ -129,14 +171,19 @@ def convert_cmd(
 
     Example: edgetrack convert mixformerv2_small.pth --arch mixformerv2-s -o models/s-fp32
     """
-    require_torch("convert")
-    from conversion.export import PRECISIONS, convert_checkpoint
+    from edgetrack.bundle import check_bundle_output
 
-    if precision not in PRECISIONS:
-        raise EdgetrackError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    # bad input fails before torch is imported (seconds) or the model is exported (minutes)
+    if precision not in ("fp32", "fp16"):
+        raise EdgetrackError(f"--precision {precision!r}: expected one of fp32, fp16")
     if arch and arch.lower().startswith("mixvit"):
         raise EdgetrackError(f"--arch {arch}: the MixViT teacher is a training model; convert a MixFormerV2 checkpoint")
-    bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic)
+    check_bundle_output(output, option="--output")
+    require_torch("convert")
+    from conversion.export import convert_checkpoint
+
+    with step_progress() as progress:
+        bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic, progress=progress)
     typer.echo(f"wrote {bundle.path} ({bundle.arch}, {bundle.precision}): {', '.join(bundle.meta['files'])}")
 
 

@@ -11,7 +11,6 @@ using a built bundle does not. ``$EDGETRACK_MODEL`` points at another bundle ins
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from edgetrack.bundle import sha256_file
 from edgetrack.errors import EdgetrackError
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,6 @@ def models_dir() -> Path:
 
 def cache_dir() -> Path:
     return Path(os.environ.get("EDGETRACK_CACHE", Path.home() / ".cache" / "edgetrack"))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def default_manifest() -> dict:
@@ -56,7 +48,7 @@ def default_manifest() -> dict:
     weights = d / manifest["file"]
     if not weights.is_file():
         raise EdgetrackError(f"default model {name}: {weights} is missing")
-    if _sha256(weights) != manifest["sha256"]:
+    if sha256_file(weights) != manifest["sha256"]:
         raise EdgetrackError(f"default model {name}: {weights} does not match the sha256 in {name}.json")
     manifest["path"] = str(weights)
     return manifest

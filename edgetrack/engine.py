@@ -25,6 +25,9 @@ def core():
     """The process-wide ``ov.Core`` (one Core, models compiled once)."""
     global _CORE
     if _CORE is None:
+        from edgetrack.offline import disable_openvino_telemetry
+
+        disable_openvino_telemetry()  # the runtime makes no network calls
         import openvino as ov
 
         _CORE = ov.Core()
@@ -58,26 +61,58 @@ class Engine(Protocol):
     def infer(self, search: np.ndarray) -> tuple[np.ndarray, float]: ...
 
 
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+
+
 def resolve_device(device: str) -> str:
     """Check a device name against what OpenVINO sees; one clear error if it is not there."""
+    if not isinstance(device, str) or not device.strip():
+        raise EdgetrackError(f"device {device!r}: expected an OpenVINO device name such as 'CPU', 'GPU', 'NPU' or 'AUTO'")
     dev = device.strip().upper()
     available = core().available_devices
     base = dev.split(":")[0].split(".")[0]
-    if base in ("AUTO", "MULTI", "HETERO", "BATCH"):
+    if base in VIRTUAL_DEVICES:
         return dev
     if dev not in available and base not in {d.split(".")[0] for d in available}:
         raise EdgetrackError(f"device {device!r} is not available here; OpenVINO sees: {', '.join(available) or 'none'}")
     return dev
 
 
+def _virtual_targets(device: str) -> list[str]:
+    """The real devices behind AUTO/MULTI/HETERO (``AUTO:GPU,CPU``; bare ``AUTO``: every
+    device OpenVINO sees; ``AUTO:-GPU`` excludes), limited to those OpenVINO can load."""
+    _, _, listed = device.partition(":")
+    available = list(core().available_devices)
+    names = [n.strip() for n in listed.split(",") if n.strip()]
+    excluded = {n[1:] for n in names if n.startswith("-")}
+    chosen = [n for n in names if not n.startswith("-")] or available
+    return [n for n in chosen if n in available and n not in excluded and n.split(".")[0] not in excluded]
+
+
 def compile_config(bundle_precision: str, device: str, inference_precision: str | None) -> dict:
-    """Plugin properties: an FP32 bundle runs in f32 unless told otherwise (this CPU would
-    otherwise pick bf16); FP16/INT8 bundles leave the plugin its fastest default."""
+    """Plugin properties: an FP32 bundle runs in f32 unless told otherwise (a CPU with bf16
+    would otherwise pick bf16, a GPU f16); FP16/INT8 bundles leave the plugin its fastest default.
+
+    AUTO/MULTI/HETERO do not take ``INFERENCE_PRECISION_HINT`` themselves: the hint goes to
+    the CPU/GPU behind them as ``DEVICE_PROPERTIES``, so ``--device AUTO`` keeps FP32 in f32."""
     cfg: dict = {"PERFORMANCE_HINT": "LATENCY"}
     hint = inference_precision or ("f32" if bundle_precision == "fp32" else None)
-    if hint and device.split(":")[0] not in ("AUTO", "MULTI", "HETERO"):
+    if not hint:
+        return cfg
+    if device.split(":")[0] in VIRTUAL_DEVICES:
+        targets = [d for d in _virtual_targets(device) if d.split(".")[0] in ("CPU", "GPU")]
+        if targets:
+            cfg["DEVICE_PROPERTIES"] = {d: {"INFERENCE_PRECISION_HINT": hint} for d in targets}
+    else:
         cfg["INFERENCE_PRECISION_HINT"] = hint
     return cfg
+
+
+def openvino_message(err: BaseException) -> str:
+    """The informative part of an OpenVINO error: its last non-empty line (the first ones
+    are "Exception from src/...cpp:NN:" frames)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 class OpenVINOEngine:
@@ -94,8 +129,8 @@ class OpenVINOEngine:
             self.template_model = c.compile_model(str(self.bundle.model_xml("template")), self.device, props)
             self.search_model = c.compile_model(str(self.bundle.model_xml("search")), self.device, props)
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BundleError(f"model bundle {self.bundle.path}: OpenVINO cannot compile it for {self.device}: {first}") from None
+            raise BundleError(f"model bundle {self.bundle.path}: OpenVINO cannot compile it for {self.device}: "
+                              f"{openvino_message(err)}") from None
         self._check_io()
         self.template_request = self.template_model.create_infer_request()
         self.search_request = self.search_model.create_infer_request()

@@ -6,18 +6,26 @@ frame took in the tracker (init on line 1). Every file is written to a temporary
 renamed, the time file first, so an interrupted run leaves no partial result: a sequence
 whose two files both hold one valid line per frame is finished and not run again.
 
+A results folder belongs to one tracker: ``<results>/tracker.json`` records which (the
+bundle's hash, the device, the update interval and precision, or the OpenCV peer), and a run
+with another tracker is refused instead of resuming, unless asked to overwrite.
+
 Reading, the got10k toolkit's layouts are accepted too: ``<dir>/<seq>/<seq>_001.txt``
 (GOT-10k) and ``<dir>/times/<seq>_time.txt`` (OTB experiments).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,12 @@ ProgressFn = Callable[[str, int], None]  # (sequence name, frames just done)
 
 
 # -- trackers --------------------------------------------------------------------------------
+TRACKER_FILE = "tracker.json"  # which tracker wrote a results folder
+# what makes a bundle's boxes: its weights (file hashes) and the tracking parameters
+BUNDLE_IDENTITY_KEYS = ("arch", "template_size", "search_size", "template_factor", "search_factor", "mean", "std",
+                        "bins", "precision", "files")
+
+
 @dataclass(frozen=True)
 class TrackerSpec:
     """What to run, picklable so that worker processes can build their own tracker."""
@@ -42,6 +56,8 @@ class TrackerSpec:
     kind: str  # "peer" or "model"
     name: str  # peer name (csrt|kcf|mil) or model bundle folder
     device: str = "CPU"
+    update_interval: int | None = None  # None: the bundle's
+    inference_precision: str | None = None  # None: f32 for FP32 bundles, the plugin's default otherwise
 
     @property
     def label(self) -> str:
@@ -56,8 +72,103 @@ class TrackerSpec:
         if self.kind == "model":
             from edgetrack.tracker import Tracker
 
-            return Tracker(Path(self.name), device=self.device)
+            return Tracker(Path(self.name), device=self.device, update_interval=self.update_interval,
+                           inference_precision=self.inference_precision)
         raise EdgetrackError(f"tracker kind {self.kind!r}: expected peer or model")
+
+    def identity(self) -> dict:
+        """What decides this tracker's boxes (compared when a results folder is resumed).
+        ``label`` and ``bundle`` (the folder) are recorded for people, not compared."""
+        if self.kind == "peer":
+            return {"label": self.label, "kind": "peer", "tracker": self.name.lower()}
+        if self.kind != "model":
+            raise EdgetrackError(f"tracker kind {self.kind!r}: expected peer or model")
+        from edgetrack.bundle import Bundle
+
+        meta = Bundle.load(self.name, verify=False).meta
+        model = {k: meta[k] for k in BUNDLE_IDENTITY_KEYS if k in meta}
+        digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
+        precision = self.inference_precision or ("f32" if meta["precision"] == "fp32" else "plugin default")
+        return {"label": self.label, "kind": "model", "bundle": str(Path(self.name).resolve()),
+                "arch": meta["arch"], "bundle_precision": meta["precision"], "bundle_sha256": digest,
+                "device": self.device.strip().upper(), "inference_precision": precision,
+                "update_interval": int(self.update_interval or meta["update_interval"])}
+
+
+IDENTITY_NOT_COMPARED = ("label", "bundle")
+
+
+def _show(value: Any) -> str:
+    text = str(value)
+    return text[:12] if isinstance(value, str) and len(text) == 64 else text  # short hashes
+
+
+def describe_identity(ident: dict) -> str:
+    if ident.get("kind") == "peer":
+        return f"OpenCV {ident.get('tracker')}"
+    if ident.get("kind") == "model":
+        return (f"bundle {ident.get('label')} (sha256 {_show(ident.get('bundle_sha256'))}) on {ident.get('device')}, "
+                f"{ident.get('inference_precision')}, update interval {ident.get('update_interval')}")
+    return "an unknown tracker"
+
+
+def identity_differences(theirs: dict, mine: dict) -> list[str]:
+    """What differs between two tracker identities, for people ([] when they are the same)."""
+    if theirs.get("kind") != mine.get("kind"):
+        return [f"{describe_identity(theirs)} there, {describe_identity(mine)} now"]
+    keys = [k for k in dict.fromkeys([*theirs, *mine]) if k not in IDENTITY_NOT_COMPARED]
+    return [f"{k} {_show(theirs.get(k))} there, {_show(mine.get(k))} now" for k in keys if theirs.get(k) != mine.get(k)]
+
+
+def _result_names(results_dir: Path) -> list[str]:
+    """Sequences with result files (pytracking layout) in ``results_dir``."""
+    return sorted(p.name[:-len("_time.txt")] for p in results_dir.glob("*_time.txt")
+                  if p.is_file() and (results_dir / p.name.replace("_time.txt", ".txt")).is_file())
+
+
+def claim_results(results_dir: Path, spec: TrackerSpec, sequences: list[Sequence], overwrite: bool = False) -> bool:
+    """Make ``results_dir`` the results folder of ``spec``; True when earlier results must be
+    run again (``overwrite``). Results of another tracker, or of an unknown one, are never
+    reused: that is an error unless ``overwrite``, which removes them."""
+    mine = spec.identity()
+    record = results_dir / TRACKER_FILE
+    theirs: dict | None = None
+    if record.is_file():
+        try:
+            theirs = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            theirs = {}
+        if not isinstance(theirs, dict):
+            theirs = {}
+    if theirs is not None and not identity_differences(theirs, mine):
+        if overwrite:
+            _remove_results(results_dir)
+        return overwrite
+    if theirs is not None:
+        same_kind = theirs.get("kind") == mine.get("kind")
+        problem = (f"holds results of another tracker{', ' + str(theirs.get('label')) if same_kind else ''} "
+                   f"({'; '.join(identity_differences(theirs, mine))})")
+    else:
+        names = {s.name for s in sequences}
+        found = [n for n in _result_names(results_dir) if n in names] if results_dir.is_dir() else []
+        problem = f"holds results of an unknown tracker (no {TRACKER_FILE}; e.g. {found[0]})" if found else None
+    if problem is not None:
+        if not overwrite:
+            raise EdgetrackError(f"results folder {results_dir}: {problem}; not reused for {mine['label']}. "
+                                 "Pass --overwrite to run again and replace them, or give another results folder")
+        log.warning("results folder %s: %s; replacing them (--overwrite)", results_dir, problem)
+        _remove_results(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(record, json.dumps(mine, indent=1) + "\n")
+    return overwrite
+
+
+def _remove_results(results_dir: Path) -> None:
+    """Delete the result file pairs (``<seq>.txt`` + ``<seq>_time.txt``) and ``eval.json``."""
+    for name in _result_names(results_dir):
+        for path in result_paths(results_dir, name):
+            path.unlink(missing_ok=True)
+    (results_dir / "eval.json").unlink(missing_ok=True)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -187,15 +298,17 @@ def run_one(tracker: Any, seq: Sequence, results_dir: Path, progress: ProgressFn
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(spec: TrackerSpec, q: Any) -> None:
+def _worker_init(q: Any) -> None:
     import cv2
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops the workers
     cv2.setNumThreads(1)
-    _WORKER["tracker"] = spec.create()
     _WORKER["queue"] = q
 
 
-def _worker_run(seq: Sequence, results_dir: Path) -> str:
+def _worker_run(spec: TrackerSpec, seq: Sequence, results_dir: Path) -> str:
+    if _WORKER.get("spec") != spec:
+        _WORKER["tracker"], _WORKER["spec"] = spec.create(), spec
     q = _WORKER["queue"]
     run_one(_WORKER["tracker"], seq, results_dir, lambda name, k: q.put((name, k)))
     return seq.name
@@ -211,20 +324,25 @@ class EvalRun:
 
 
 def run_eval(sequences: list[Sequence], spec: TrackerSpec, results_dir: Path, workers: int = 1,
-             progress: ProgressFn | None = None, on_start: Callable[[int], None] | None = None) -> EvalRun:
+             progress: ProgressFn | None = None, on_start: Callable[[int], None] | None = None,
+             overwrite: bool = False) -> EvalRun:
     """Run ``spec`` over every sequence that is not finished yet in ``results_dir``.
 
+    ``results_dir`` is resumed only with the tracker that wrote it (``tracker.json``);
+    another tracker is an error unless ``overwrite`` (every sequence is run again).
     ``on_start(total_frames)`` is called once with the number of frames to run; ``progress``
     receives frame counts as they are done. ``workers`` > 1 runs sequences in that many
-    processes (each builds its own tracker once).
+    processes (each builds its own tracker once); an interruption (Ctrl-C) or a failed
+    sequence stops them all: no queued sequence runs after it.
     """
     if workers < 1:
         raise EdgetrackError(f"--workers {workers}: expected 1 or more")
     results_dir.mkdir(parents=True, exist_ok=True)
+    rerun = claim_results(results_dir, spec, sequences, overwrite)
     todo: list[Sequence] = []
     run = EvalRun()
     for seq in sequences:
-        if is_complete(results_dir, seq):
+        if not rerun and is_complete(results_dir, seq):
             run.skipped.append(seq.name)
         else:
             todo.append(seq)
@@ -244,6 +362,20 @@ def run_eval(sequences: list[Sequence], spec: TrackerSpec, results_dir: Path, wo
     return run
 
 
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Processes started inside ignore Ctrl-C from their first instruction (the disposition
+    survives exec): the parent alone handles it and stops them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def _run_parallel(todo: list[Sequence], spec: TrackerSpec, results_dir: Path, workers: int,
                   progress: ProgressFn | None, run: EvalRun) -> None:
     ctx = mp.get_context("spawn")  # no fork: OpenVINO/OpenCV thread pools do not survive it
@@ -259,19 +391,30 @@ def _run_parallel(todo: list[Sequence], spec: TrackerSpec, results_dir: Path, wo
         except queue_mod.Empty:
             pass
 
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init, initargs=(spec, q)) as pool:
-        pending: set[Future] = {pool.submit(_worker_run, seq, results_dir) for seq in todo}
-        try:
-            while pending:
-                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-                drain(0.01)
-                for fut in done:
-                    run.ran.append(fut.result())
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+    with _sigint_ignored():
+        pool = ctx.Pool(workers, initializer=_worker_init, initargs=(q,))
+    try:
+        pending = [pool.apply_async(_worker_run, (spec, seq, results_dir)) for seq in todo]
+        while pending:
+            drain(0.1)
+            still = []
+            for res in pending:
+                if res.ready():
+                    run.ran.append(res.get())  # a worker's error is raised here
+                else:
+                    still.append(res)
+            pending = still
+        pool.close()
+        pool.join()
         drain(0.05)
+    except BaseException:
+        pool.terminate()  # Ctrl-C or a failed sequence: stop now, run nothing that is queued
+        pool.join()
+        for tmp in results_dir.glob(".*.tmp*"):  # a result file a worker was writing when stopped
+            tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        q.close()
 
 
 # -- scoring ---------------------------------------------------------------------------------

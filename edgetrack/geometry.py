@@ -95,7 +95,11 @@ def map_box_back(pred_cxcywh_norm, prev_box: Box, search_size: int, resize_facto
 
 
 def clip_box(box: Box, H: int, W: int, margin: float = 0) -> Box:
-    """Clip to the image keeping at least ``margin`` px of the box inside (reference rule)."""
+    """Clip to the image keeping at least ``margin`` px of the box inside (reference rule).
+
+    In an image smaller than the margin the margin shrinks to the image, so that the box
+    stays inside it (the reference rule would put it at a negative x/y)."""
+    margin = min(margin, W, H)
     x1, y1, w, h = box
     x2, y2 = x1 + w, y1 + h
     x1 = min(max(0, x1), W - margin)

@@ -1,14 +1,21 @@
 """The ``edgetrack run`` loop: source -> tracker -> boxes file / annotated video / window.
 
-Decoding (reader thread) and drawing + encoding (writer thread) overlap inference. Results
-are written to ``*.part`` files and renamed when the run ends, also when it ends early
-(Ctrl-C, a broken camera): every line that is there is a complete, valid box.
+Decoding (reader thread) and video encoding (writer thread) overlap inference; the window
+(``imshow``, the box drawing tool) lives on the main thread, as GUI toolkits require.
+
+Outputs are checked before any work (``check_outputs``) and opened before tracking starts.
+Results go to ``*.part`` files that are renamed when the run ends, also when it ends early
+(Ctrl-C, a broken camera, a bad frame): every line that is there is a complete, valid box and
+the video holds every frame tracked so far. A run that fails before its first box leaves no
+output at all.
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,9 +25,14 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
-from edgetrack.sources import FrameSource, prefetch
+from edgetrack.sources import FrameSource, prefetch, quiet_opencv
 
 log = logging.getLogger(__name__)
+
+MP4_EXTS = (".mp4", ".m4v", ".mov")  # H.264 ('avc1') where the OpenCV build has an encoder, else 'mp4v'
+MJPG_EXTS = (".avi", ".mkv")  # Motion-JPEG
+VIDEO_EXTS = MP4_EXTS + MJPG_EXTS
+WINDOW = "edgetrack"
 
 
 def part_path(path: Path) -> Path:
@@ -38,44 +50,104 @@ def draw(frame_rgb: np.ndarray, box, score: float | None) -> np.ndarray:
     return img
 
 
+# -- output checks (before any work) ---------------------------------------------------------
+def _check_file_target(path: Path, option: str, expected: str) -> None:
+    """``path`` can be created as a file: not a folder, and its folder exists (or can be made)
+    and is writable."""
+    if path.is_dir():
+        raise EdgetrackError(f"{option} {path}: is a folder; expected {expected}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # missing folders are made when the output is opened
+    if not parent.is_dir():
+        raise EdgetrackError(f"{option} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise EdgetrackError(f"{option} {path}: cannot write in {parent}")
+
+
+def check_outputs(output_boxes: Path | None, output_video: Path | None) -> None:
+    """One clear error for an output that cannot be written, before a model is loaded."""
+    if output_boxes is not None:
+        _check_file_target(Path(output_boxes), "--output-boxes", "a file name such as boxes.txt")
+    if output_video is not None:
+        video = Path(output_video)
+        if video.suffix.lower() not in VIDEO_EXTS:
+            raise EdgetrackError(f"--output-video {video}: expected a file name ending in "
+                                 f"{', '.join(VIDEO_EXTS)} (e.g. tracked.mp4)")
+        _check_file_target(video, "--output-video", "a file name such as tracked.mp4")
+    if output_boxes is not None and output_video is not None and \
+            Path(output_boxes).absolute() == Path(output_video).absolute():
+        raise EdgetrackError(f"--output-boxes and --output-video are both {output_boxes}; give two files")
+
+
+def _make_parent(path: Path, option: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EdgetrackError(f"{option} {path}: cannot create folder {path.parent} ({err.strerror})") from None
+
+
+# -- outputs ---------------------------------------------------------------------------------
 class BoxWriter:
     """``x,y,w,h`` lines to ``path.part``, flushed per line, renamed to ``path`` on close."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_parent(self.path, "--output-boxes")
         self.tmp = part_path(self.path)
-        self.f = open(self.tmp, "w")
+        try:
+            self.f = open(self.tmp, "w")
+        except OSError as err:
+            raise EdgetrackError(f"--output-boxes {self.path}: cannot be written ({err.strerror})") from None
 
     def write(self, box) -> None:
         self.f.write(",".join(f"{v:.4f}" for v in box) + "\n")
         self.f.flush()
 
     def close(self) -> None:
+        """Keep what was written: rename the part file into place."""
         self.f.close()
         os.replace(self.tmp, self.path)
 
+    def discard(self) -> None:
+        """Nothing worth keeping (the run failed before its first box)."""
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def open_video_writer(path: Path, tmp: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, str]:
+    """An OpenCV writer for ``tmp`` and its codec: H.264 for .mp4/.m4v/.mov where this
+    OpenCV build can encode it (browsers play it), else MPEG-4 Part 2 with a warning;
+    Motion-JPEG for .avi/.mkv."""
+    quiet_opencv()
+    codecs = ("avc1", "mp4v") if path.suffix.lower() in MP4_EXTS else ("MJPG",)
+    for codec in codecs:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), fps, size)
+        if writer.isOpened():
+            if codec == "mp4v":
+                log.warning("%s: this OpenCV build has no H.264 encoder; writing MPEG-4 Part 2 ('mp4v'), which "
+                            "web browsers do not play (re-encode it, or write .avi)", path)
+            return writer, codec
+        writer.release()
+    tmp.unlink(missing_ok=True)
+    raise EdgetrackError(f"--output-video {path}: OpenCV cannot write a {path.suffix} video there "
+                         f"(tried {', '.join(codecs)})")
+
 
 class VideoOut:
-    """Annotated video written by a background thread; renamed into place on close."""
+    """Annotated video: opened here (so a bad path fails before tracking), encoded by a
+    background thread, renamed into place on close."""
 
-    def __init__(self, path: Path, fps: float, display: bool):
-        self.path = Path(path) if path else None
-        self.fps = fps
-        self.display = display
+    def __init__(self, path: Path, fps: float, size: tuple[int, int]):
+        self.path = Path(path)
+        _make_parent(self.path, "--output-video")
+        self.tmp = part_path(self.path)
+        self.writer, self.codec = open_video_writer(self.path, self.tmp, fps, size)
+        self.size = size
         self.q: queue.Queue = queue.Queue(maxsize=8)
-        self.writer = None
         self.error: BaseException | None = None
-        self.quit = threading.Event()
         self.t = threading.Thread(target=self._work, name="video-writer", daemon=True)
         self.t.start()
-
-    def _open(self, shape) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.path.suffix.lower() in (".mp4", ".m4v", ".mov") else "MJPG"))
-        self.writer = cv2.VideoWriter(str(part_path(self.path)), fourcc, self.fps, (shape[1], shape[0]))
-        if not self.writer.isOpened():
-            raise EdgetrackError(f"output video {self.path}: cannot be written (use .mp4 or .avi)")
 
     def _work(self) -> None:
         try:
@@ -83,37 +155,85 @@ class VideoOut:
                 item = self.q.get()
                 if item is None:
                     return
-                img = draw(*item)
-                if self.path is not None:
-                    if self.writer is None:
-                        self._open(img.shape)
-                    self.writer.write(img)
-                if self.display:
-                    cv2.imshow("edgetrack", img)
-                    if cv2.waitKey(1) & 0xFF in (27, ord("q")):
-                        self.quit.set()
-        except BaseException as err:
+                img = item if isinstance(item, np.ndarray) else draw(*item)
+                self.writer.write(img)
+        except BaseException as err:  # handed to the main thread by close()
             self.error = err
-            self.quit.set()
+            while self.q.get() is not None:  # keep the producer unblocked until close()
+                pass
 
     def put(self, frame, box, score) -> None:
+        """Draw (in the writer thread) and write a frame."""
         if self.error is None:
             self.q.put((frame, box, score))
 
-    def close(self) -> None:
+    def put_image(self, img: np.ndarray) -> None:
+        """Write an image that is drawn already (the window's)."""
+        if self.error is None:
+            self.q.put(img)
+
+    def _finish(self) -> None:
         self.q.put(None)
         self.t.join()
-        if self.writer is not None:
-            self.writer.release()
-            os.replace(part_path(self.path), self.path)
-        if self.display:
-            cv2.destroyAllWindows()
+        self.writer.release()
+
+    def close(self) -> None:
+        """Keep what was written: finish the file and rename it into place."""
+        self._finish()
+        os.replace(self.tmp, self.path)
         if self.error is not None:
-            raise self.error
+            raise EdgetrackError(f"--output-video {self.path}: writing failed after the frames so far "
+                                 f"({self.error})") from None
+
+    def discard(self) -> None:
+        self._finish()
+        self.tmp.unlink(missing_ok=True)
+
+
+class Window:
+    """The display, on the main thread (GUI toolkits want their windows there)."""
+
+    def __init__(self) -> None:
+        self.quit = False
+
+    def show(self, img: np.ndarray) -> None:
+        cv2.imshow(WINDOW, img)
+        if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+            self.quit = True
+
+    def close(self) -> None:
+        cv2.destroyAllWindows()
+
+    discard = close
+
+
+# -- display ---------------------------------------------------------------------------------
+_PROBE = "import cv2; cv2.namedWindow('edgetrack'); cv2.waitKey(1); cv2.destroyAllWindows()"
+
+
+def display_problem() -> str | None:
+    """Why no window can be opened here, or None when one can.
+
+    OpenCV's Qt backend aborts the whole process (SIGABRT, exit 134) when it cannot reach the
+    display, so a window is tried once in a child process first."""
+    if os.name == "nt" or sys.platform == "darwin":
+        return None
+    name = os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    if not name:
+        return "no display (DISPLAY is not set)"
+    try:
+        p = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return f"display {name!r} does not answer"
+    if p.returncode != 0:
+        lines = [ln.strip() for ln in p.stderr.splitlines() if ln.strip()]
+        detail = f" ({lines[0]})" if lines else ""
+        return f"display {name!r} cannot be opened{detail}"
+    return None
 
 
 def display_available() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.name == "nt"
+    return display_problem() is None
 
 
 def select_box_interactively(frame_rgb: np.ndarray):
@@ -135,53 +255,90 @@ class RunStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+def _close_all(outputs: list, keep: bool) -> BaseException | None:
+    """Close (keep=True: finalise, else discard) every output; the first error, if any."""
+    first: BaseException | None = None
+    for out in outputs:
+        if out is None:
+            continue
+        try:
+            if keep:
+                out.close()
+            else:
+                out.discard()
+        except BaseException as err:  # the others still get closed
+            first = first or err
+    return first
+
+
 def run(source: FrameSource, tracker, init_box=None, output_boxes: Path | None = None,
         output_video: Path | None = None, display: bool = False, max_frames: int | None = None,
         progress=None) -> RunStats:
     """Track through ``source``; returns timing stats. ``progress(n)`` is called per frame."""
+    if init_box is None and not display:
+        source.close()
+        raise EdgetrackError("no --init-box given and no display to draw one on")
+    if max_frames is not None and max_frames < 1:
+        source.close()
+        raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
     frames = prefetch(source)
     stats = RunStats()
-    boxes = video = None
+    boxes = video = window = None
+    started = finished = False
     t0 = time.perf_counter()
     try:
         try:
             first = next(frames)
         except StopIteration:
             raise EdgetrackError(f"{source.name}: has no frames") from None
-        if init_box is None:
-            if not display:
-                raise EdgetrackError("no --init-box given and no display to draw one on")
-            init_box = select_box_interactively(first)
-        tracker.init(first, init_box)
-        box, score = tracker.state, None
+        # outputs open before tracking starts: a path that cannot be written fails now
         if output_boxes is not None:
             boxes = BoxWriter(output_boxes)
-            boxes.write(box)
-        if output_video is not None or display:
-            video = VideoOut(output_video, source.fps or 30.0, display)
-            video.put(first, box, score)
+        if output_video is not None:
+            video = VideoOut(output_video, source.fps or 30.0, (first.shape[1], first.shape[0]))
+        if display:
+            window = Window()
+        if init_box is None:
+            init_box = select_box_interactively(first)
+        tracker.init(first, init_box)
+
+        def emit(frame, box, score) -> None:
+            if boxes is not None:
+                boxes.write(box)
+            if window is not None:
+                img = draw(frame, box, score)
+                window.show(img)
+                if video is not None:
+                    video.put_image(img)
+            elif video is not None:
+                video.put(frame, box, score)
+
+        emit(first, tracker.state, None)
+        started = True
         stats.frames = 1
         for frame in frames:
             if max_frames is not None and stats.frames >= max_frames:
                 break
             ts = time.perf_counter()
-            box, score = tracker.track(frame)
+            try:
+                box, score = tracker.track(frame)
+            except EdgetrackError as err:
+                raise EdgetrackError(f"{source.name}: {err}") from None
             stats.track_ms.append((time.perf_counter() - ts) * 1000)
-            if boxes is not None:
-                boxes.write(box)
-            if video is not None:
-                video.put(frame, box, score)
-                if video.quit.is_set():
-                    break
+            emit(frame, box, score)
             stats.frames += 1
             if progress is not None:
                 progress(stats.frames)
+            if (window is not None and window.quit) or (video is not None and video.error is not None):
+                break
+        finished = True
     finally:
         frames.close()
         source.close()
         stats.seconds = time.perf_counter() - t0
-        if boxes is not None:
-            boxes.close()
-        if video is not None:
-            video.close()
+        err = _close_all([boxes, video, window], keep=started)
+        if err is not None:
+            if finished:
+                raise err
+            log.debug("closing the outputs after an earlier error: %s", err)  # the earlier error is the news
     return stats

@@ -6,6 +6,7 @@ inference.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 from pathlib import Path
@@ -18,8 +19,11 @@ from edgetrack.errors import EdgetrackError
 
 log = logging.getLogger(__name__)
 
+
 def quiet_opencv() -> None:
-    """OpenCV's own warnings (backend probing) would bury our one-line error."""
+    """OpenCV's own warnings (backend probing) would bury our one-line error. FFmpeg's log
+    (e.g. each H.264 encoder it tries) is silenced too; it is read when FFmpeg is first used."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
     try:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:  # pragma: no cover - builds without the logging module

@@ -26,6 +26,13 @@ CLIP_MARGIN = 10
 UPDATE_SCORE = 0.5
 
 
+def check_update_interval(value) -> int:
+    """An update interval (frames between online template updates) as an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise EdgetrackError(f"update interval {value!r}: expected a whole number of frames >= 1")
+    return int(value)
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -39,11 +46,11 @@ class Tracker:
             model = OpenVINOEngine(model, device=device, inference_precision=inference_precision)
         self.engine: Engine = model
         self.config = model.config
-        self.update_interval = int(update_interval or self.config.update_interval)
-        if self.update_interval < 1:
-            raise EdgetrackError(f"update interval {update_interval}: must be >= 1")
+        self.update_interval = check_update_interval(
+            self.config.update_interval if update_interval is None else update_interval)
         self.normalize = Normalizer(self.config.mean, self.config.std)
         self.state: Box | None = None
+        self.frame_size: tuple[int, int] | None = None  # (W, H) of the init frame
         self.frame_id = 0
         self.score = 1.0
 
@@ -71,6 +78,16 @@ class Tracker:
         self.state = box
         self.frame_id = 0
         self.score = 1.0
+        self.frame_size = (frame.shape[1], frame.shape[0])
+
+    def _check_size(self, frame: np.ndarray) -> None:
+        """Every frame must have the init frame's size: the state is in its pixel coordinates
+        (a new size needs a new ``init``). Frame 0 is the init frame."""
+        size = (frame.shape[1], frame.shape[0])
+        if size != self.frame_size:
+            w0, h0 = self.frame_size  # type: ignore[misc]
+            raise EdgetrackError(f"frame {self.frame_id + 1} is {size[0]}x{size[1]}, but tracking started on a "
+                                 f"{w0}x{h0} frame; every frame must have the size of the first")
 
     def track(self, frame: np.ndarray) -> tuple[Box, float]:
         """The object's box in ``frame`` and the confidence (sigmoid of the score logit)."""
@@ -85,6 +102,7 @@ class Tracker:
         if self.state is None:
             raise EdgetrackError("track() called before init(frame, box)")
         self._check_frame(frame)
+        self._check_size(frame)
         c = self.config
         patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size)
         return self.normalize(patch), crop

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,6 +126,7 @@ def test_convert_cli_and_errors(make_checkpoint, tmp_path):
                   "--precision", "fp16", "--no-monolithic")
     meta = json.loads((out / "bundle.json").read_text())
     assert meta["precision"] == "fp16" and "monolithic.xml" not in meta["files"]
+    assert "wrote s16" in p.stdout and "4/4" in p.stdout  # the progress bar's last step: load, 2 models, write
     assert meta["provenance"]["source_checkpoint"]["sha256"]
     p = edgetrack("convert", make_checkpoint("mixformerv2-s", 0), "--arch", "mixformerv2-b", "-o", tmp_path / "x", check=False)
     assert p.returncode == 2 and "does not fit mixformerv2-b" in p.stderr
@@ -143,6 +145,8 @@ def test_bench_json(tiny_bundle, tmp_path):
         assert 0 < r["latency_ms"]["median"] <= r["latency_ms"]["p90"]
         assert r["fps"] == pytest.approx(1000 / r["latency_ms"]["median"], rel=0.01)
     assert "split" in p.stdout
+    for stage in ("bundle template", "bundle split", "bundle monolithic", "torch-monolithic", "torch-split"):
+        assert re.search(stage + r" .* 6/6", p.stdout), stage  # a progress bar per variant: 1 warm-up + 5 timed
 
 
 def test_help_has_examples():

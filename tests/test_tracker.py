@@ -186,3 +186,76 @@ def test_lut_normalizer_is_bit_identical():
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     direct = ((patch.astype(np.float32) / np.float32(255) - np.float32(mean)) / np.float32(std)).transpose(2, 0, 1)[None]
     np.testing.assert_array_equal(Normalizer(mean, std)(patch), direct)
+
+
+def test_frame_size_change_is_refused(tiny_bundle):
+    """The state is in the first frame's pixels: another size is an error naming the frame."""
+    frames, boxes = moving_square_frames(3)
+    t = Tracker(tiny_bundle.path)
+    t.init(frames[0], boxes[0])
+    t.track(frames[1])
+    with pytest.raises(EdgetrackError, match=r"^frame 2 is 170x130, but tracking started on a 160x120 frame"):
+        t.track(np.zeros((130, 170, 3), np.uint8))
+    with pytest.raises(EdgetrackError, match=r"^frame 2 is 150x100, but tracking started on a 160x120 frame"):
+        t.track(np.zeros((100, 150, 3), np.uint8))
+    t.track(frames[2])  # the right size still tracks
+
+
+def test_tiny_frame_box_stays_inside(tiny_bundle):
+    frame = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    t = Tracker(tiny_bundle.path)
+    t.init(frame, (2, 2, 4, 4))
+    for _ in range(3):
+        (x, y, w, h), _ = t.track(frame)
+        assert 0 <= x and 0 <= y and w > 0 and h > 0 and x + w <= 8 and y + h <= 8
+    assert clip_box((50, -3, 20, 20), 6, 8, margin=10) == (2, 0, 6, 6)  # H=6, W=8: the margin shrinks to 6
+
+
+@pytest.mark.parametrize("device", [0, None, ""])
+def test_device_must_be_a_name(tiny_bundle, device):
+    with pytest.raises(EdgetrackError, match=r"device .*: expected an OpenVINO device name such as 'CPU'"):
+        Tracker(tiny_bundle.path, device=device)
+
+
+@pytest.mark.parametrize("interval", [0, -3, 2.5])
+def test_update_interval_must_be_positive(tiny_bundle, interval):
+    with pytest.raises(EdgetrackError, match="update interval .*: expected a whole number of frames >= 1"):
+        Tracker(tiny_bundle.path, update_interval=interval)
+
+
+def test_auto_device_keeps_fp32_bundles_in_f32(tiny_bundle):
+    """AUTO takes no INFERENCE_PRECISION_HINT itself; the CPU behind it must get f32 for an
+    FP32 bundle (a CPU with bf16 would otherwise run it in bf16)."""
+    import openvino as ov
+
+    from edgetrack.engine import OpenVINOEngine, compile_config, core
+
+    assert compile_config("fp32", "AUTO", None)["DEVICE_PROPERTIES"]["CPU"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert compile_config("fp32", "AUTO:CPU", "bf16")["DEVICE_PROPERTIES"]["CPU"] == {"INFERENCE_PRECISION_HINT": "bf16"}
+    assert "DEVICE_PROPERTIES" not in compile_config("fp16", "AUTO", None)
+    eng = OpenVINOEngine(tiny_bundle.path, device="AUTO")
+    for compiled in (eng.template_model, eng.search_model):
+        assert compiled.get_property("EXECUTION_DEVICES") == ["CPU"]
+        assert compiled.get_property("DEVICE_PROPERTIES")["CPU"]["INFERENCE_PRECISION_HINT"] == ov.Type.f32
+    if "BF16" in core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):  # the hint really reaches the CPU
+        eng = OpenVINOEngine(tiny_bundle.path, device="AUTO", inference_precision="bf16")
+        assert eng.search_model.get_property("DEVICE_PROPERTIES")["CPU"]["INFERENCE_PRECISION_HINT"] == ov.Type.bf16
+
+
+def test_compile_error_keeps_openvino_last_line(tiny_bundle, tmp_path):
+    """OpenVINO's message starts with 'Exception from src/...cpp:NN:' frames; the last line says what is wrong."""
+    import shutil
+
+    from edgetrack.bundle import BundleError, finalize_bundle
+
+    tmp = tmp_path / "tmp"
+    shutil.copytree(tiny_bundle.path, tmp)
+    xml = (tmp / "search.xml").read_text()
+    (tmp / "search.xml").write_text(xml.replace('type="MatMul"', 'type="NoSuchOp"', 1))
+    meta = {k: v for k, v in tiny_bundle.meta.items() if k not in ("format", "format_version", "files")}
+    bad = finalize_bundle(tmp, tmp_path / "bad", meta)  # hashes match: loading passes, compiling fails
+    with pytest.raises(BundleError) as err:
+        Tracker(bad.path)
+    msg = str(err.value)
+    assert msg.startswith(f"model bundle {bad.path}: OpenVINO cannot compile it for CPU: ")
+    assert "NoSuchOp" in msg and "Exception from" not in msg and "\n" not in msg

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -20,17 +19,10 @@ from pathlib import Path
 
 import torch
 
+from edgetrack.bundle import sha256_file
 from training.checkpoint import load_model, save_atomic
 
 log = logging.getLogger(__name__)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def stage_summary(history: list[dict]) -> list[dict]:
@@ -76,7 +68,7 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
     manifest = {
         "name": out.stem,
         "file": out.name,
-        "sha256": sha256(out),
+        "sha256": sha256_file(out),
         "bytes": out.stat().st_size,
         "architecture": ck["arch"],
         "config": ck["config"],
@@ -110,7 +102,7 @@ def verify(manifest_path: str | Path) -> dict:
     f = manifest_path.with_name(m["file"])
     if not f.is_file():
         raise EdgetrackError(f"model {m['name']}: {f} is missing")
-    if sha256(f) != m["sha256"]:
+    if sha256_file(f) != m["sha256"]:
         raise EdgetrackError(f"model {m['name']}: {f} does not match the sha256 of its manifest")
     return m
 
