@@ -187,7 +187,9 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         f = sched.lr_factor(k)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * f
-        batch = {n: v.to(device, non_blocking=True) for n, v in batches(k).items()}
+        batch = batches(k)
+        if isinstance(batch, dict):
+            batch = {n: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for n, v in batch.items()}
         with autocast():
             loss, stats = step_fn(batch, k)
         loss = loss.float()
