@@ -1,5 +1,5 @@
 # Entry points, each doing the whole set-up on a fresh machine:
-#   make demo   convert the bundled default model and track the bundled sample
+#   make demo   build the default model's bundle (from models/) and track the sample clip
 #   make test   run the test suite
 #   make data   build the photo library of the synthetic train split (apt-get download, ~250 MB)
 VENV   ?= .venv
@@ -30,9 +30,9 @@ test: $(STAMP)
 data: $(STAMP)
 	$(VENV)/bin/edgetrack data
 
-# latency of the demo's default bundle (run `make demo` first) against torch FP32
+# latency of the default model's bundle against torch FP32
 bench: $(STAMP)
-	$(VENV)/bin/edgetrack bench --model $(OUT)/models/default --json $(OUT)/bench.json
+	$(VENV)/bin/edgetrack bench --model "$$($(PY) -c 'from edgetrack.default_model import default_bundle; print(default_bundle())')" --json $(OUT)/bench.json
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

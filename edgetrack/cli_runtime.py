@@ -62,7 +62,8 @@ def require_torch(command: str):
 
 
 def run_cmd(
-    model: Path = typer.Option(..., "--model", "-m", help="Model bundle folder (from `edgetrack convert`)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle folder (from `edgetrack convert`); "
+                                         "default: the bundled default model (models/default.json)."),
     camera: Optional[int] = typer.Option(None, "--camera", help="Camera index, e.g. 0."),
     video: Optional[Path] = typer.Option(None, "--video", help="Video file."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Folder of images, read in name order."),
@@ -76,7 +77,8 @@ def run_cmd(
 ) -> None:
     """Track one object through a camera, a video or a folder of frames.
 
-    Example: edgetrack run --model models/default --video clip.mp4 --init-box 60,80,56,40 --output-boxes boxes.txt --no-display
+    Examples: edgetrack run --camera 0   (the default model; draw the box)
+              edgetrack run --model models/s-fp32 --video clip.mp4 --init-box 60,80,56,40 --output-boxes boxes.txt --no-display
     """
     from edgetrack.runner import check_outputs, display_problem, run
     from edgetrack.sources import open_source
@@ -89,6 +91,10 @@ def run_cmd(
     if max_frames is not None and max_frames < 1:
         raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
     check_outputs(output_boxes, output_video)
+    if model is None:
+        from edgetrack.default_model import default_bundle
+
+        model = default_bundle()
     display = not no_display
     problem = display_problem() if display else None  # OpenCV's Qt would abort the process (exit 134)
     if problem is not None and box is not None:

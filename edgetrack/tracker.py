@@ -40,8 +40,12 @@ def sigmoid(x: float) -> float:
 class Tracker:
     """Single-target MixFormerV2 tracker over an engine (an OpenVINO bundle by default)."""
 
-    def __init__(self, model: str | Path | Bundle | Engine, device: str = "CPU", update_interval: int | None = None,
-                 inference_precision: str | None = None):
+    def __init__(self, model: str | Path | Bundle | Engine | None = None, device: str = "CPU",
+                 update_interval: int | None = None, inference_precision: str | None = None):
+        if model is None:  # the bundled default model (models/default.json), built on first use
+            from edgetrack.default_model import default_bundle
+
+            model = default_bundle()
         if isinstance(model, (str, Path, Bundle)):
             model = OpenVINOEngine(model, device=device, inference_precision=inference_precision)
         self.engine: Engine = model
