@@ -91,6 +91,8 @@ def run_cmd(
     if max_frames is not None and max_frames < 1:
         raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
     check_outputs(output_boxes, output_video)
+    if sum(x is not None for x in (camera, video, frames)) != 1:
+        raise EdgetrackError("give exactly one source: --camera N, --video PATH or --frames DIR")
     if model is None:
         from edgetrack.default_model import default_bundle
 

@@ -83,7 +83,7 @@ def frames_dir(tmp_path_factory) -> Path:
 # -- 1. usage errors -------------------------------------------------------------------------
 @pytest.mark.parametrize("args, expected", [
     ([], ["no command given", "'edgetrack --help'"]),
-    (["run"], ["Missing option '--model'", "'edgetrack run --help'"]),
+    (["run"], ["give exactly one source", "--camera N", "--video PATH"]),  # --model defaults to the default model
     (["frobnicate"], ["No such command 'frobnicate'"]),
     (["run", "--model", "M", "--camera", "abc"], ["'--camera'", "valid integer", "'abc'"]),
 ])

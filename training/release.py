@@ -50,7 +50,7 @@ def stage_summary(history: list[dict]) -> list[dict]:
             cur["train_iou"] = rec["iou"]
         last_step = step
     for c in out:
-        c["hours"] = round(c["hours"], 3)
+        c["hours"] = round(c["hours"], 6)
     return out
 
 
@@ -76,7 +76,7 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
         "stage": ck["stage"],
         "stages": stages,
         "samples_seen": int(sum(s["samples"] for s in stages)),
-        "cpu_hours": round(sum(s["hours"] for s in stages), 3),
+        "cpu_hours": round(sum(s["hours"] for s in stages), 6),
         "validation_auc": max(vals) if vals else None,
         "validation": "runtime Tracker over 12 synthetic eval-split sequences, seed 1 (training.validate)",
         "commands": list(commands),
