@@ -65,6 +65,7 @@ def train_cmd(
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="dense-to-sparse: the MixViT teacher checkpoint; "
                                            "deep-to-shallow: the stage-1 checkpoint."),
     init: Optional[Path] = typer.Option(None, "--init", help="teacher: start from this checkpoint; "
+                                        "dense-to-sparse: go on from this student checkpoint; "
                                         "score: the model whose score head is trained."),
     student_arch: Optional[str] = typer.Option(None, "--student-arch", help="dense-to-sparse: the student (default: "
                                                "the teacher's backbone); deep-to-shallow: the shallower configuration."),
@@ -147,7 +148,8 @@ def train_cmd(
         path = distill.train_teacher(arch or "mixvit-mini", src, sched, out, init=init, sampler=sampler, val=val)
     elif stage == "dense-to-sparse":
         path = distill.dense_to_sparse(_need(teacher, "--teacher CKPT (the MixViT teacher)", stage), src, sched, out,
-                                       student_arch=student_arch, teacher_arch=arch, sampler=sampler, val=val)
+                                       student_arch=student_arch, teacher_arch=arch, sampler=sampler, val=val,
+                                       init=init)
     elif stage == "deep-to-shallow":
         path = distill.deep_to_shallow(_need(teacher, "--teacher CKPT (the stage-1 model)", stage),
                                        _need(student_arch, "--student-arch (the shallower configuration)", stage),

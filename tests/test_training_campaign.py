@@ -200,3 +200,17 @@ def test_curves_place_stages_end_to_end_and_plot(tmp_path):
     assert s["dense-to-sparse"]["iou"] == [(480, 0.1)] and s["dense-to-sparse"]["val_auc"] == [(480, 0.35)]
     png = plot({"run": hist}, tmp_path / "c.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+def test_dense_to_sparse_goes_on_from_a_student(seqs, tmp_path):
+    from training import distill
+    from training.checkpoint import read_checkpoint
+
+    sched = lambda st, n: distill.schedule_for(st, n, batch_size=2, log_every=1)  # noqa: E731
+    t = distill.train_teacher("mixvit-tiny", seqs, sched("teacher", 2), tmp_path / "t.pth")
+    s1 = distill.dense_to_sparse(t, seqs, sched("dense-to-sparse", 2), tmp_path / "s1.pth")
+    s2 = distill.dense_to_sparse(t, seqs, sched("dense-to-sparse", 3), tmp_path / "s2.pth", init=s1)
+    a, b = read_checkpoint(s1), read_checkpoint(s2)
+    assert [h["step"] for h in b["history"] if h["stage"] == "dense-to-sparse"] == [1, 2, 1, 2, 3]
+    assert b["config"] == a["config"]
+    assert any(not torch.equal(a["net"][k], b["net"][k]) for k in a["net"])  # it trained on

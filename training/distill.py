@@ -257,21 +257,33 @@ def init_from_teacher(student: MixFormerV2, teacher: MixViT) -> list[int]:
 def dense_to_sparse(teacher: str | Path, data: Data, sched: Schedule, out: str | Path,
                     student_arch: str | MixFormerV2Config | None = None, teacher_arch: str | None = None,
                     weights: LossWeights = LossWeights(), sampler: SamplerConfig | None = None,
-                    progress: Progress | None = None, val: ValConfig | None = None) -> Path:
+                    progress: Progress | None = None, val: ValConfig | None = None,
+                    init: str | Path | None = None) -> Path:
     """Stage 1: a MixFormerV2 student (default: the teacher's backbone, bins = corner-map size)
-    learns from the frozen MixViT ``teacher`` checkpoint and the ground truth."""
+    learns from the frozen MixViT ``teacher`` checkpoint and the ground truth. ``init``: go on
+    from a student checkpoint (an earlier stage-1 run) instead of starting from the teacher."""
     out = Path(out)
     t_model, t_ck = load_model(teacher, teacher_arch, MixViT)
     t_model.eval().requires_grad_(False).to(sched.torch_device())
-    cfg = student_config_for(t_model.cfg) if student_arch is None else _config(student_arch, MixFormerV2Config)
+    prior_student: list[dict] = []
+    if init is not None:
+        student, s_ck = load_model(init, None, MixFormerV2)
+        cfg = student.cfg
+        prior_student = [h for h in s_ck.get("history", []) if h.get("stage") == "dense-to-sparse"]
+    else:
+        cfg = student_config_for(t_model.cfg) if student_arch is None else _config(student_arch, MixFormerV2Config)
     _check_same_inputs(cfg, t_model.cfg)
     if cfg.bins != t_model.cfg.score_map_size:
         log.warning("student bins %d != teacher map size %d: teacher marginals are rebinned",
                     cfg.bins, t_model.cfg.score_map_size)
-    _seed_init(sched)
-    student = build_model(cfg)
-    layers = init_from_teacher(student, t_model)
-    log.info("dense-to-sparse: %s initialised from teacher layers %s", cfg.name, layers)
+    if init is None:
+        _seed_init(sched)
+        student = build_model(cfg)
+        layers = init_from_teacher(student, t_model)
+        log.info("dense-to-sparse: %s initialised from teacher layers %s", cfg.name, layers)
+    else:
+        layers = list(s_ck.get("teacher_layers", []))
+        log.info("dense-to-sparse: %s goes on from %s", cfg.name, init)
     ds = _dataset(data, cfg, sched, sampler)
 
     def step(b, k):
@@ -286,7 +298,7 @@ def dense_to_sparse(teacher: str | Path, data: Data, sched: Schedule, out: str |
         return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "kl": kl,
                       "iou": bl["iou"], "iou_teacher": t_iou}
 
-    prior = list(t_ck.get("history", []))
+    prior = list(t_ck.get("history", [])) + prior_student
     validation = _validation(val, lambda h: make_checkpoint(student, "dense-to-sparse", prior + h, teacher_layers=layers))
     hist = run_steps(student, _batches(ds, sched), step, sched, out, "dense-to-sparse",
                      param_groups(student, sched), progress=progress, validation=validation)
