@@ -1,0 +1,98 @@
+"""The shipped default model (models/default.json): its weights match the manifest, it builds
+into a bundle, and Tracker() / `edgetrack run` without a model use it."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgetrack.errors import EdgetrackError
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.xdist_group("default_model")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    import os
+
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("EDGETRACK_CACHE")
+    os.environ["EDGETRACK_CACHE"] = str(cache)
+    try:
+        from edgetrack.default_model import build_default_bundle
+
+        yield build_default_bundle()
+    finally:
+        if old is None:
+            os.environ.pop("EDGETRACK_CACHE", None)
+        else:
+            os.environ["EDGETRACK_CACHE"] = old
+
+
+def test_manifest_and_weights_agree():
+    from edgetrack.default_model import default_manifest
+
+    m = default_manifest()
+    pointer = json.loads((REPO / "models" / "default.json").read_text())
+    assert m["name"] == pointer["model"]
+    for key in ("architecture", "stage", "commands", "samples_seen", "cpu_hours", "validation_auc", "data", "sha256"):
+        assert m.get(key) not in (None, "", []), key
+    assert m["bytes"] < 20_000_000  # weights only, fp16
+
+
+def test_a_corrupt_default_model_is_one_clear_error(tmp_path, monkeypatch):
+    import shutil
+
+    from edgetrack.default_model import default_manifest
+
+    for f in (REPO / "models").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    m = default_manifest()
+    w = tmp_path / m["file"]
+    w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0")
+    monkeypatch.setenv("EDGETRACK_MODELS", str(tmp_path))
+    with pytest.raises(EdgetrackError, match="sha256"):
+        default_manifest()
+    (tmp_path / "default.json").unlink()
+    with pytest.raises(EdgetrackError, match="no default model"):
+        default_manifest()
+
+
+def test_tracker_without_a_model_uses_the_built_default(built, monkeypatch):
+    from edgetrack.bundle import Bundle
+    from edgetrack.tracker import Tracker
+
+    from edgetrack.default_model import default_manifest
+
+    assert Bundle.load(built).arch == default_manifest()["architecture"]
+    monkeypatch.setenv("EDGETRACK_CACHE", str(built.parents[1]))
+    tracker = Tracker()
+    cap = cv2.VideoCapture(str(REPO / "samples" / "data" / "vtest_pedestrian.mp4"))
+    frames = []
+    for _ in range(5):
+        ok, f = cap.read()
+        assert ok
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    tracker.init(frames[0], (638, 240, 47, 82))
+    for f in frames[1:]:
+        (x, y, w, h), score = tracker.track(f)
+        assert 0 <= x and 0 <= y and x + w <= 768 and y + h <= 576 and w > 0 and h > 0 and 0 <= score <= 1
+    assert np.isfinite(tracker.state).all()
+
+
+def test_run_without_model_uses_the_default(built, tmp_path):
+    exe = Path(sys.executable).with_name("edgetrack")
+    env = {**__import__("os").environ, "EDGETRACK_CACHE": str(built.parents[1])}
+    out = tmp_path / "boxes.txt"
+    r = subprocess.run([str(exe), "run", "--video", str(REPO / "samples" / "data" / "vtest_pedestrian.mp4"),
+                        "--init-box", "638,240,47,82", "--max-frames", "10", "--output-boxes", str(out), "--no-display"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    boxes = np.loadtxt(out, delimiter=",")
+    assert boxes.shape == (10, 4) and tuple(boxes[0]) == (638, 240, 47, 82)
