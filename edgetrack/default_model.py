@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgetrack.bundle import sha256_file
 from edgetrack.errors import EdgetrackError
+from edgetrack.synth.library import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +29,6 @@ def models_dir() -> Path:
     """The folder of shipped checkpoints (``$EDGETRACK_MODELS``, else the checkout's ``models/``)."""
     env = os.environ.get("EDGETRACK_MODELS")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGETRACK_CACHE", Path.home() / ".cache" / "edgetrack"))
 
 
 def default_manifest() -> dict:
@@ -60,7 +57,7 @@ def default_bundle_path() -> Path:
     if env:
         return Path(env)
     m = default_manifest()
-    return cache_dir() / "bundles" / f"{m['name']}-{m['sha256'][:12]}"
+    return cache_root() / "bundles" / f"{m['name']}-{m['sha256'][:12]}"
 
 
 def default_bundle(build: bool = True) -> Path:

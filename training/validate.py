@@ -13,7 +13,6 @@ seed 0, so no validation sequence is a benchmark sequence), written once to a ca
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,11 @@ from edgetrack.datasets import load_dataset
 from edgetrack.errors import EdgetrackError
 from edgetrack.evaluation import track_sequence
 from edgetrack.metrics import evaluate_sequence, summarize
+from edgetrack.synth.library import cache_root
 from edgetrack.tracker import Tracker
 from training.engine import TorchEngine
 
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("EDGETRACK_CACHE", Path.home() / ".cache" / "edgetrack"))
 
 
 @dataclass(frozen=True)
@@ -58,7 +54,7 @@ class ValConfig:
             return self.folder
         w, h = self.size
         name = f"synth-{self.split}-s{self.seed}-n{self.sequences}-{w}x{h}-f{self.min_frames}-{self.max_frames}"
-        return f"folder:{cache_dir() / 'val' / name}"
+        return f"folder:{cache_root() / 'val' / name}"
 
 
 class Validator:
@@ -103,4 +99,4 @@ def validate_checkpoint(path: str | Path, cfg: ValConfig = ValConfig()) -> dict[
     return Validator(cfg)(model)
 
 
-__all__ = ["ValConfig", "Validator", "cache_dir", "validate_checkpoint"]
+__all__ = ["ValConfig", "Validator", "validate_checkpoint"]
