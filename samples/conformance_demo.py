@@ -11,30 +11,18 @@ the reference tracker's boxes.
 """
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import EDGETRACK, REPO, out_folder, sh  # samples/ is on sys.path when run as a script
+
 CONFORMANCE = REPO.parent / "shared" / "conformance"
 
 
-def sh(*args) -> None:
-    print("$", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], check=True)
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "out")
-    args = ap.parse_args()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    exe = Path(sys.executable).with_name("edgetrack")
+    out = out_folder(__doc__)
 
     import torch
 
@@ -51,9 +39,9 @@ def main() -> int:
         cv2.imwrite(str(frames / f"{i:05d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
 
     model = out / "models" / "s-conformance"
-    sh(exe, "convert", ckpt, "--arch", "mixformerv2-s", "-o", model)
+    sh(EDGETRACK, "convert", ckpt, "--arch", "mixformerv2-s", "-o", model)
     box = ",".join(f"{v:g}" for v in ref["init_box"])
-    sh(exe, "run", "--model", model, "--frames", frames, "--init-box", box,
+    sh(EDGETRACK, "run", "--model", model, "--frames", frames, "--init-box", box,
        "--update-interval", int(ref["update_interval"]), "--output-boxes", out / "conformance_boxes.txt",
        "--output-video", out / "conformance.mp4", "--no-display")
 

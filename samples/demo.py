@@ -11,28 +11,16 @@ on the clip -> boxes and an annotated video in ``--out``.
 """
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import EDGETRACK, REPO, out_folder, sh  # samples/ is on sys.path when run as a script
+
 CLIP = REPO / "samples" / "data" / "vtest_pedestrian.mp4"
 INIT_BOX = "638,240,47,82"  # x, y, w, h in the first frame
 
 
-def sh(*args) -> None:
-    print("$", " ".join(str(a) for a in args), flush=True)
-    subprocess.run([str(a) for a in args], check=True)
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=REPO / "out")
-    args = ap.parse_args()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    exe = Path(sys.executable).with_name("edgetrack")
+    out = out_folder(__doc__)
 
     from edgetrack.default_model import default_bundle, default_manifest
 
@@ -40,7 +28,7 @@ def main() -> int:
     bundle = default_bundle()
     print(f"default model: {manifest['name']} ({manifest['architecture']}, validation AUC "
           f"{manifest.get('validation_auc')}), bundle {bundle}")
-    sh(exe, "run", "--model", bundle, "--video", CLIP, "--init-box", INIT_BOX,
+    sh(EDGETRACK, "run", "--model", bundle, "--video", CLIP, "--init-box", INIT_BOX,
        "--output-boxes", out / "demo_boxes.txt", "--output-video", out / "demo.mp4", "--no-display")
     print(f"boxes: {out / 'demo_boxes.txt'}   video: {out / 'demo.mp4'}")
     return 0
