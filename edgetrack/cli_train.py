@@ -97,6 +97,11 @@ def train_cmd(
     val_sequences: int = typer.Option(12, "--val-sequences", help="Validation sequences (synthetic eval-split "
                                       "photos, seed 1: never the scored seed-0 sequences)."),
     val_data: Optional[str] = typer.Option(None, "--val-data", help="Validate on this dataset spec instead."),
+    workers: int = typer.Option(0, "--workers", help="Processes that make the batches (and generate --synth "
+                                "sequences) beside the training process; 0 = none. On a GPU machine use most cores."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="End the stage after this many seconds "
+                                                "of training even before --steps (the lr schedule follows whichever is "
+                                                "further along)."),
     log_every: int = typer.Option(10, "--log-every", help="Log the losses every N steps."),
     checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Write the resume checkpoint every N steps."),
 ) -> None:
@@ -118,6 +123,10 @@ def train_cmd(
             raise EdgetrackError(f"{name} {v}: expected >= 0")
     if backbone_lr_mult is not None and not backbone_lr_mult >= 0:
         raise EdgetrackError(f"--backbone-lr-mult {backbone_lr_mult}: expected >= 0")
+    if workers < 0:
+        raise EdgetrackError(f"--workers {workers}: expected >= 0")
+    if time_budget is not None and not time_budget > 0:
+        raise EdgetrackError(f"--time-budget {time_budget}: expected a positive number of seconds")
     if val_sequences < 1:
         raise EdgetrackError(f"--val-sequences {val_sequences}: expected at least 1")
     if out.exists() and out.is_dir():
@@ -129,19 +138,22 @@ def train_cmd(
     from training.validate import ValConfig
 
     logging.getLogger("training").setLevel(logging.INFO)
-    src = DataConfig(spec=data, synth=synth, synth_seed=seed, synth_size=size, synth_frames=synth_frames)
+    src = DataConfig(spec=data, synth=synth, synth_seed=seed, synth_size=size, synth_frames=synth_frames,
+                     workers=max(1, workers))
     try:
         sched = distill.schedule_for(stage, steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                                      log_every=log_every, checkpoint_every=checkpoint_every,
                                      backbone_lr_mult=backbone_lr_mult, grad_clip=grad_clip,
-                                     warmup_steps=warmup_steps, lr_schedule=lr_schedule, device=device, amp=amp)
+                                     warmup_steps=warmup_steps, lr_schedule=lr_schedule, device=device, amp=amp,
+                                     workers=workers, time_budget=time_budget)
         sched.torch_device()  # a missing CUDA device is one clear line, before any data is made
         base = distill.SCORE_SAMPLER if stage == "score" else SamplerConfig()
         jit = {} if search_jitter is None else {"search_center_jitter": search_jitter}
         if search_jitter_start is not None:
             jit.update(search_center_jitter_start=search_jitter_start, jitter_ramp=jitter_ramp * batch_size)
         sampler = replace(base, **jit)
-        val = ValConfig(every=val_every, sequences=val_sequences, folder=val_data) if val_every else None
+        val = (ValConfig(every=val_every, sequences=val_sequences, folder=val_data, workers=max(1, workers))
+               if val_every else None)
     except ValueError as err:
         raise EdgetrackError(str(err)) from None
     if stage == "teacher":

@@ -26,7 +26,6 @@ seed and its index.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -89,24 +88,39 @@ def sequences_from_spec(spec: str) -> list[TrainSequence]:
     return out
 
 
-@functools.lru_cache(maxsize=8)
-def _synth_cached(n: int, seed: int, size: tuple[int, int], n_frames: int) -> tuple[TrainSequence, ...]:
+def _generate_train(job: tuple[int, int, tuple[int, int], int]) -> TrainSequence:
     from edgetrack.synth import generate_sequence
 
-    seqs = []
-    for index in range(1, n + 1):
-        frames, gt, absent, meta = generate_sequence(index, seed, "train", size, n_frames)
-        seqs.append(TrainSequence(meta["name"], gt, _visible(gt, ~absent), frames=frames))
-    log.info("generated %d synthetic train sequences (%dx%d, %d frames, seed %d)", n, *size, n_frames, seed)
-    return tuple(seqs)
+    index, seed, size, n_frames = job
+    frames, gt, absent, meta = generate_sequence(index, seed, "train", size, n_frames)
+    return TrainSequence(meta["name"], gt, _visible(gt, ~absent), frames=frames)
 
 
-def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n_frames: int = 60) -> list[TrainSequence]:
+_SYNTH_CACHE: dict[tuple, tuple[TrainSequence, ...]] = {}
+
+
+def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n_frames: int = 60,
+                    workers: int = 1) -> list[TrainSequence]:
     """Sequences 1..n of the synthetic *train* split (photos never used by the eval split),
-    generated in memory and cached per process (same arguments, same pixels)."""
+    generated in memory (by ``workers`` processes) and cached per process (same arguments,
+    same pixels, whatever the number of workers)."""
     if n < 1:
         raise EdgetrackError(f"--synth {n}: expected at least 1 sequence")
-    return list(_synth_cached(int(n), int(seed), (int(size[0]), int(size[1])), int(n_frames)))
+    key = (int(n), int(seed), (int(size[0]), int(size[1])), int(n_frames))
+    if key not in _SYNTH_CACHE:
+        while len(_SYNTH_CACHE) >= 4:
+            _SYNTH_CACHE.pop(next(iter(_SYNTH_CACHE)))
+        jobs = [(i, key[1], key[2], key[3]) for i in range(1, key[0] + 1)]
+        if workers > 1 and len(jobs) > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+                seqs = tuple(pool.imap(_generate_train, jobs, chunksize=4))
+        else:
+            seqs = tuple(_generate_train(j) for j in jobs)
+        _SYNTH_CACHE[key] = seqs
+        log.info("generated %d synthetic train sequences (%dx%d, %d frames, seed %d)", n, *key[2], key[3], seed)
+    return list(_SYNTH_CACHE[key])
 
 
 @dataclass(frozen=True)
@@ -118,13 +132,14 @@ class DataConfig:
     synth_seed: int = 0
     synth_size: tuple[int, int] = (320, 240)
     synth_frames: int = 60
+    workers: int = 1  # processes that generate the synthetic sequences
 
     def load(self) -> list[TrainSequence]:
         if (self.spec is None) == (self.synth is None):
             raise EdgetrackError("training data: give exactly one of --data SPEC or --synth N")
         if self.spec is not None:
             return sequences_from_spec(self.spec)
-        return synth_sequences(self.synth, self.synth_seed, self.synth_size, self.synth_frames)
+        return synth_sequences(self.synth, self.synth_seed, self.synth_size, self.synth_frames, self.workers)
 
 
 # -- sampler ----------------------------------------------------------------------------------------
@@ -329,7 +344,7 @@ class TripletDataset(Dataset):
                 frames = [np.repeat(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2) for f in frames]
             if d.flip:
                 boxes = [_flip_box(b, f.shape[1]) for b, f in zip(boxes, frames)]
-                frames = [np.ascontiguousarray(f[:, ::-1]) for f in frames]
+                frames = [cv2.flip(f, 1) for f in frames]
             d.boxes = boxes
             jit = [(sp.template_center_jitter, sp.template_scale_jitter)] * 2 + [(sp.center_jitter(index), sp.search_scale_jitter)]
             d.jittered = [_jitter(rng, b, c, s) for b, (c, s) in zip(boxes, jit)]
@@ -345,17 +360,11 @@ class TripletDataset(Dataset):
         raise EdgetrackError(f"training sampler: no valid sample after {sp.max_tries} tries (index {index}); "
                              "are the boxes far outside the frames?")
 
-    def _finish(self, patch: np.ndarray, brightness: float, flip: bool) -> torch.Tensor:
-        x = patch.astype(np.float32) / np.float32(255.0)  # as the runtime's Normalizer
-        if brightness != 1.0:
-            x *= np.float32(brightness)
-            np.clip(x, 0.0, 1.0, out=x)
-        if flip:
-            x = x[:, ::-1]
-        x = (x - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def sample(self, index: int) -> dict[str, torch.Tensor]:
+        """Sample ``index`` before normalisation: the three crops as uint8 (3, size, size)
+        tensors (crop flip applied), ``brightness`` (2,) of the template and search groups,
+        ``search_box`` and ``label``. :func:`normalize_batch` finishes a stack of them (on
+        any device: worker processes send uint8, a quarter of the bytes)."""
         d, frames = self.draw(index)
         sizes = (self.t_size, self.t_size, self.s_size)
         factors = (self.t_factor, self.t_factor, self.s_factor)
@@ -363,8 +372,9 @@ class TripletDataset(Dataset):
         for k, (frame, box, f, size) in enumerate(zip(frames, d.jittered, factors, sizes)):
             patch, crop = sample_target(frame, box, f, size)
             d.crops.append(crop)
-            g = 0 if k < 2 else 1
-            out.append(self._finish(patch, d.brightness[g], d.crop_flip[g]))
+            if d.crop_flip[0 if k < 2 else 1]:
+                patch = cv2.flip(patch, 1)
+            out.append(torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1))))
         crop = d.crops[2]
         x, y, w, h = d.boxes[2]
         box = np.array([(x - crop.x1) / crop.side, (y - crop.y1) / crop.side, w / crop.side, h / crop.side])
@@ -374,11 +384,102 @@ class TripletDataset(Dataset):
             "template": out[0],
             "online_template": out[1],
             "search": out[2],
+            "brightness": torch.tensor(d.brightness, dtype=torch.float32),
             "search_box": torch.from_numpy(box.astype(np.float32)),
             "label": torch.tensor(d.label, dtype=torch.float32),
         }
 
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        b = normalize_batch(collate([self.sample(index)]), self.mean, self.std)
+        return {k: v[0] for k, v in b.items()}
+
+    def raw_batch(self, indices) -> dict[str, torch.Tensor]:
+        """Samples ``indices`` stacked, not normalised (what data-loader workers send)."""
+        return collate([self.sample(int(i)) for i in indices])
+
     def batch(self, indices) -> dict[str, torch.Tensor]:
-        """Samples ``indices`` stacked into a batch."""
-        items = [self[int(i)] for i in indices]
-        return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        """Samples ``indices`` stacked into a normalised batch."""
+        return normalize_batch(self.raw_batch(indices), self.mean, self.std)
+
+
+def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+
+
+CROPS = ("template", "online_template", "search")
+
+
+def normalize_batch(batch: dict[str, torch.Tensor], mean, std) -> dict[str, torch.Tensor]:
+    """uint8 crops -> float32 as the runtime's normaliser does (``v / 255``), times the sample's
+    brightness of its group (templates, search) clipped to [0, 1], then ImageNet mean/std.
+    Runs where ``batch`` lies (the CPU, or the GPU after an uint8 copy)."""
+    out = {k: v for k, v in batch.items() if k != "brightness"}
+    dev = batch["search"].device
+    m = torch.as_tensor(np.asarray(mean, dtype=np.float32), device=dev).view(1, 3, 1, 1)
+    sd = torch.as_tensor(np.asarray(std, dtype=np.float32), device=dev).view(1, 3, 1, 1)
+    bright = batch["brightness"].to(dev)
+    for k in CROPS:
+        x = batch[k].float() / 255.0
+        g = bright[:, 1 if k == "search" else 0].view(-1, 1, 1, 1)
+        x = torch.where(g != 1.0, (x * g).clamp_(0.0, 1.0), x)
+        out[k] = (x - m) / sd
+    return out
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+class _RawBatches(Dataset):
+    def __init__(self, ds: TripletDataset, batch_size: int):
+        self.ds, self.batch_size = ds, batch_size
+
+    def __len__(self) -> int:
+        return len(self.ds) // self.batch_size
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return self.ds.raw_batch(range(k * self.batch_size, (k + 1) * self.batch_size))
+
+
+class BatchStream:
+    """``stream(k)`` -> batch ``k`` (samples ``k*B .. k*B+B-1`` of ``ds``), normalised on
+    ``device``. With ``workers`` > 0 the batches are made ahead, in order, by that many
+    processes (a ``DataLoader`` over batch numbers; uint8 crops travel, pinned when the device
+    is a GPU) and asked for one after the other; with 0, here and now. Same batches either way."""
+
+    def __init__(self, ds: TripletDataset, batch_size: int, workers: int = 0,
+                 device: torch.device | str = "cpu", prefetch: int = 4):
+        self.ds, self.batch_size, self.workers = ds, int(batch_size), int(workers)
+        self.device = torch.device(device)
+        self.prefetch = prefetch
+        self._it = None
+        self._next = -1
+
+    def _start(self, k: int) -> None:
+        from torch.utils.data import DataLoader
+
+        self.close()
+        batches = _RawBatches(self.ds, self.batch_size)
+        loader = DataLoader(batches, batch_size=None, sampler=range(k, len(batches)), num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch,
+                            worker_init_fn=_worker_init, multiprocessing_context="fork")
+        self._it = iter(loader)
+        self._next = k
+
+    def __call__(self, k: int) -> dict[str, torch.Tensor]:
+        if self.workers <= 0:
+            raw = self.ds.raw_batch(range(k * self.batch_size, (k + 1) * self.batch_size))
+        else:
+            if self._it is None or k != self._next:
+                self._start(k)
+            raw = next(self._it)
+            self._next = k + 1
+        raw = {n: v.to(self.device, non_blocking=True) for n, v in raw.items()}
+        return normalize_batch(raw, self.ds.mean, self.ds.std)
+
+    def close(self) -> None:
+        """Stop the worker processes (a later call starts them again)."""
+        it, self._it = self._it, None
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            it._shutdown_workers()

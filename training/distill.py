@@ -37,7 +37,7 @@ from torch import nn
 
 from edgetrack.errors import EdgetrackError
 from training.checkpoint import load_model, make_checkpoint
-from training.data import DataConfig, SamplerConfig, TrainSequence, TripletDataset
+from training.data import BatchStream, DataConfig, SamplerConfig, TrainSequence, TripletDataset
 from training.losses import box_losses, dense_to_sparse_kl, feature_mimic, score_bce, sparse_kl
 from training.models import MixFormerV2, MixFormerV2Config, MixViT, MixViTConfig, build_model, get_config
 from training.train import Progress, Schedule, Validation, finish, param_groups, run_steps
@@ -68,8 +68,8 @@ def _dataset(data: Data, cfg, sched: Schedule, sampler: SamplerConfig | None) ->
     return TripletDataset(_sequences(data), cfg, sampler, seed=sched.seed, length=sched.steps * sched.batch_size)
 
 
-def _batches(ds: TripletDataset, sched: Schedule):
-    return lambda k: ds.batch(range(k * sched.batch_size, (k + 1) * sched.batch_size))
+def _batches(ds: TripletDataset, sched: Schedule) -> BatchStream:
+    return BatchStream(ds, sched.batch_size, sched.workers, sched.torch_device())
 
 
 def _config(arch, kind: type) -> object:

@@ -125,8 +125,9 @@ def rebin(prob: torch.Tensor, bins: int) -> torch.Tensor:
     frac = (pos - j0).clamp(0, 1)
     frac = torch.where(j0 == bins - 1, torch.zeros_like(frac), frac)
     w = torch.zeros(n, bins, dtype=prob.dtype, device=prob.device)
-    w[torch.arange(n), j0] = 1 - frac
-    w[torch.arange(n), (j0 + 1).clamp(max=bins - 1)] += frac
+    rows = torch.arange(n, device=prob.device)
+    w[rows, j0] = 1 - frac
+    w[rows, (j0 + 1).clamp(max=bins - 1)] += frac
     return prob @ w
 
 

@@ -48,6 +48,10 @@ class Schedule:
     checkpoint_every: int = 200
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when there is one)
     amp: bool | None = None  # mixed precision; None = on for CUDA, and on CPUs with native bf16
+    workers: int = 0  # data-loader processes making the batches (0: the training process itself)
+    # seconds of training (validation excluded) after which the stage ends even before ``steps``;
+    # the lr schedule then runs on whichever of steps and time is further along
+    time_budget: float | None = None
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -57,16 +61,21 @@ class Schedule:
             raise ValueError(f"steps {self.steps} and batch size {self.batch_size} must be >= 1")
         if self.lr_schedule not in ("step", "cosine", "constant"):
             raise ValueError(f"lr schedule {self.lr_schedule!r}: expected step, cosine or constant")
+        if self.workers < 0 or (self.time_budget is not None and self.time_budget <= 0):
+            raise ValueError(f"workers {self.workers} and time budget {self.time_budget}: expected >= 0 and > 0")
 
-    def lr_factor(self, step: int) -> float:
-        """Multiplier of the base learning rate at ``step`` (0-based)."""
+    def lr_factor(self, step: int, elapsed: float = 0.0) -> float:
+        """Multiplier of the base learning rate at ``step`` (0-based), ``elapsed`` seconds into
+        training (counts only with a ``time_budget``)."""
         if self.warmup_steps and step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
+        timed = elapsed / self.time_budget if self.time_budget else 0.0
         if self.lr_schedule == "step":
-            return self.lr_gamma if step >= int(self.lr_drop * self.steps) else 1.0
+            return self.lr_gamma if step >= int(self.lr_drop * self.steps) or timed >= self.lr_drop else 1.0
         if self.lr_schedule == "cosine":
             span = max(1, self.steps - self.warmup_steps)
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - self.warmup_steps) / span)))
+            done = max((step - self.warmup_steps) / span, timed)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
         return 1.0
 
 
@@ -166,7 +175,7 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=sched.lr, weight_decay=sched.weight_decay)
     history: list[dict] = []
-    start = 0
+    start, spent = 0, 0.0  # spent: training seconds before this call (resumed runs)
     best_auc = -1.0
     rpath = resume_path(out)
     if resume and rpath.is_file():
@@ -177,14 +186,16 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             opt.load_state_dict(state["optimizer"])
             start, history = int(state["step"]), list(state["history"])
             best_auc = float(state.get("best_auc", -1.0))
+            spent = float(state.get("elapsed", 0.0))
             log.info("%s: resuming at step %d of %d from %s", stage, start, sched.steps, rpath)
         else:
             log.warning("%s: ignoring %s (another stage or schedule)", stage, rpath)
     model.train()
     t0, seen = time.perf_counter(), 0
+    clock = t0 - spent  # training time = now - clock (validation time is added to clock)
     running: dict[str, float] = {}
     for k in range(start, sched.steps):
-        f = sched.lr_factor(k)
+        f = sched.lr_factor(k, time.perf_counter() - clock)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * f
         batch = batches(k)
@@ -214,12 +225,15 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             running[name] = running.get(name, 0.0) + float(v)
         seen += 1
         done = k + 1
-        if done % sched.log_every == 0 or done == sched.steps:
+        elapsed = time.perf_counter() - clock
+        last = done == sched.steps or (sched.time_budget is not None and elapsed >= sched.time_budget)
+        if done % sched.log_every == 0 or last:
             rec = {"stage": stage, "step": done, "lr": opt.param_groups[0]["lr"],
                    **{n: v / seen for n, v in running.items()},
                    "sec_per_step": (time.perf_counter() - t0) / seen,
                    "samples": done * sched.batch_size,
-                   "samples_per_sec": seen * sched.batch_size / max(time.perf_counter() - t0, 1e-9)}
+                   "samples_per_sec": seen * sched.batch_size / max(time.perf_counter() - t0, 1e-9),
+                   "elapsed": elapsed}
             history.append(rec)
             log.info("%s step %d/%d  %s", stage, done, sched.steps,
                      "  ".join(f"{n} {v:.4g}" for n, v in rec.items() if n not in ("stage", "step", "samples")))
@@ -227,7 +241,7 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         if progress is not None:
             progress(done, sched.steps, stats)
         if validation is not None and validation.every > 0 and done >= validation.start and (
-                done % validation.every == 0 or done == sched.steps):
+                done % validation.every == 0 or last):
             t_val = time.perf_counter()
             v = validation.run(model)
             model.train()
@@ -241,10 +255,18 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
                      sched.steps, v["val_auc"], best_auc, ", saved" if improved else "", v.get("val_p20", float("nan")),
                      time.perf_counter() - t_val)
             t0 += time.perf_counter() - t_val  # validation time is not training time
-        if done % sched.checkpoint_every == 0 and done < sched.steps:
+            clock += time.perf_counter() - t_val
+        if last:
+            if done < sched.steps:
+                log.info("%s: time budget of %.0f s spent after %d of %d steps", stage, sched.time_budget, done, sched.steps)
+            break
+        if done % sched.checkpoint_every == 0:
             save_atomic({"net": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
                          "step": done, "resume_steps": sched.steps, "history": history, "best_auc": best_auc,
-                         "schedule": asdict(sched), **(extra or {})}, rpath)
+                         "elapsed": time.perf_counter() - clock, "schedule": asdict(sched), **(extra or {})}, rpath)
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
     return history
 
 

@@ -44,6 +44,7 @@ class ValConfig:
     max_frames: int = 150
     update_interval: int | None = None  # None: the model's
     folder: str | None = None  # a dataset spec to validate on instead (e.g. folder:/data/val)
+    workers: int = 1  # processes that write the validation sequences the first time
 
     def __post_init__(self) -> None:
         if self.every < 0 or self.sequences < 1:
@@ -69,7 +70,8 @@ class Validator:
             root = Path(spec.split(":", 1)[1])
             if not (root / "list.txt").is_file():
                 log.info("writing %d validation sequences to %s", cfg.sequences, root)
-            write_dataset(root, cfg.sequences, cfg.seed, cfg.split, cfg.size, cfg.min_frames, cfg.max_frames)
+            write_dataset(root, cfg.sequences, cfg.seed, cfg.split, cfg.size, cfg.min_frames, cfg.max_frames,
+                          workers=cfg.workers)
         self.sequences = [s for s in load_dataset(spec) if s.full_annotation][: cfg.sequences]
         if not self.sequences:
             raise EdgetrackError(f"validation data {spec}: no annotated sequence")
