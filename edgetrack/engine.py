@@ -7,6 +7,7 @@ reused: the template encoder's output tensor *is* the search step's ``template_k
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -108,6 +109,30 @@ def compile_config(bundle_precision: str, device: str, inference_precision: str 
     return cfg
 
 
+MODEL_CACHE_ENV = "EDGETRACK_MODEL_CACHE"
+MODEL_CACHE_OFF = ("off", "0", "none", "")
+
+
+def model_cache_dir(model_cache: str | Path | bool | None = None) -> Path | None:
+    """Where OpenVINO keeps compiled models (its ``CACHE_DIR``), or None for no cache.
+
+    ``model_cache``: a folder, or False for none; None means ``$EDGETRACK_MODEL_CACHE``
+    (a folder, or ``off``), else ``openvino/`` in the edgetrack cache folder
+    (``$EDGETRACK_CACHE`` or ``~/.cache/edgetrack``). A compiled model is stored under a hash of
+    the model files, the device and the compile properties, so a changed bundle or setting
+    compiles anew and the next start with the same ones loads the blob instead of compiling."""
+    if model_cache is False:
+        return None
+    if model_cache is None or model_cache is True:
+        env = os.environ.get(MODEL_CACHE_ENV)
+        if env is not None:
+            return None if env.strip().lower() in MODEL_CACHE_OFF else Path(env).expanduser()
+        from edgetrack.synth.library import cache_root
+
+        return cache_root() / "openvino"
+    return Path(model_cache).expanduser()
+
+
 def openvino_message(err: BaseException) -> str:
     """The informative part of an OpenVINO error: its last non-empty line (the first ones
     are "Exception from src/...cpp:NN:" frames)."""
@@ -115,22 +140,26 @@ def openvino_message(err: BaseException) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
+def _loaded_from_cache(model) -> bool:
+    try:
+        return bool(model.get_property("LOADED_FROM_CACHE"))
+    except RuntimeError:  # a plugin without the property
+        return False
+
+
 class OpenVINOEngine:
     """Template encoder + search step of a bundle, compiled for one device."""
 
     def __init__(self, bundle: Bundle | str | Path, device: str = "CPU", inference_precision: str | None = None,
-                 num_requests: int = 1):
+                 model_cache: str | Path | bool | None = None):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.config = TrackerConfig.from_meta(self.bundle.meta)
         self.device = resolve_device(device)
-        props = compile_config(self.bundle.precision, self.device, inference_precision)
-        c = core()
-        try:
-            self.template_model = c.compile_model(str(self.bundle.model_xml("template")), self.device, props)
-            self.search_model = c.compile_model(str(self.bundle.model_xml("search")), self.device, props)
-        except RuntimeError as err:
-            raise BundleError(f"model bundle {self.bundle.path}: OpenVINO cannot compile it for {self.device}: "
-                              f"{openvino_message(err)}") from None
+        self.inference_precision = inference_precision
+        self.cache_dir = model_cache_dir(model_cache)
+        self.loaded_from_cache: dict[str, bool] = {}
+        self.template_model = self.compile("template")
+        self.search_model = self.compile("search")
         self._check_io()
         self.template_request = self.template_model.create_infer_request()
         self.search_request = self.search_model.create_infer_request()
@@ -140,7 +169,31 @@ class OpenVINOEngine:
         self._search_in = self.search_request.get_tensor("search").data
         self._t_in = self.template_request.get_tensor("template").data
         self._ot_in = self.template_request.get_tensor("online_template").data
-        log.info("compiled %s (%s) on %s with %s", self.bundle.arch, self.bundle.precision, self.device, props)
+
+    def compile(self, part: str, hint: str = "LATENCY"):
+        """Compile the bundle's ``part`` model through the model cache (``cache_dir``).
+
+        ``hint``: LATENCY (one request at a time, every core on it) or THROUGHPUT (several
+        requests side by side, see ``edgetrack.pipeline``)."""
+        props = compile_config(self.bundle.precision, self.device, self.inference_precision)
+        props["PERFORMANCE_HINT"] = hint
+        if self.cache_dir is not None:
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise EdgetrackError(f"model cache {self.cache_dir}: cannot be created ({err.strerror}); "
+                                     f"give another folder, or {MODEL_CACHE_ENV}=off") from None
+            props["CACHE_DIR"] = str(self.cache_dir)
+        try:
+            model = core().compile_model(str(self.bundle.model_xml(part)), self.device, props)
+        except RuntimeError as err:
+            raise BundleError(f"model bundle {self.bundle.path}: OpenVINO cannot compile it for {self.device}: "
+                              f"{openvino_message(err)}") from None
+        cached = self.cache_dir is not None and _loaded_from_cache(model)
+        self.loaded_from_cache[f"{part}/{hint}"] = cached
+        log.info("%s model of %s (%s) on %s with %s: %s", part, self.bundle.arch, self.bundle.precision, self.device,
+                 props, "loaded from the model cache" if cached else "compiled")
+        return model
 
     def _check_io(self) -> None:
         want = {

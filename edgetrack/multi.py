@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgetrack.bundle import Bundle
-from edgetrack.engine import OpenVINOEngine, compile_config, core
+from edgetrack.engine import OpenVINOEngine
 from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import Box
 from edgetrack.tracker import Tracker
@@ -22,7 +22,7 @@ from edgetrack.tracker import Tracker
 log = logging.getLogger(__name__)
 
 
-class _TargetKV:
+class TargetKV:
     """Engine view of one target: its own copy of the template keys/values."""
 
     def __init__(self, shared: OpenVINOEngine):
@@ -47,9 +47,7 @@ class MultiTracker:
         self.engine = OpenVINOEngine(model, device=device, inference_precision=inference_precision)
         import openvino as ov
 
-        props = compile_config(self.engine.bundle.precision, self.engine.device, inference_precision)
-        props["PERFORMANCE_HINT"] = "THROUGHPUT"
-        self.search_model = core().compile_model(str(self.engine.bundle.model_xml("search")), self.engine.device, props)
+        self.search_model = self.engine.compile("search", "THROUGHPUT")
         n = requests or self.search_model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         self.queue = ov.AsyncInferQueue(self.search_model, max(1, int(n)))
         self.queue.set_callback(self._done)
@@ -65,7 +63,7 @@ class MultiTracker:
 
     def add(self, frame: np.ndarray, box) -> int:
         """Start tracking a new target; returns its id."""
-        t = Tracker(_TargetKV(self.engine), update_interval=self.update_interval)
+        t = Tracker(TargetKV(self.engine), update_interval=self.update_interval)
         t.init(frame, box)
         tid = self._next_id
         self._next_id += 1

@@ -1,7 +1,11 @@
-"""The ``edgetrack run`` loop: source -> tracker -> boxes file / annotated video / window.
+"""The ``edgetrack run`` loop: sources -> pipeline -> boxes files / annotated videos / windows.
 
-Decoding (reader thread) and video encoding (writer thread) overlap inference; the window
-(``imshow``, the box drawing tool) lives on the main thread, as GUI toolkits require.
+The tracking itself is :class:`edgetrack.pipeline.Pipeline` (capture threads, inference
+through ``AsyncInferQueue``); this module adds the outputs. Video encoding runs in a writer
+thread per video; the windows (``imshow``, the box drawing tool) live on the main thread, as
+GUI toolkits require. Each source gets its own outputs (``--output-boxes``/``--output-video``
+given once per source, in the order of the sources); several targets in one source share its
+boxes file (one line per frame, ``x,y,w,h`` of each target in turn) and its video.
 
 Outputs are checked before any work (``check_outputs``) and opened before tracking starts.
 Results go to ``*.part`` files that are renamed when the run ends, also when it ends early
@@ -18,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +30,7 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
-from edgetrack.sources import FrameSource, prefetch, quiet_opencv
+from edgetrack.sources import FrameSource, quiet_opencv
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +44,15 @@ def part_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.part{path.suffix}")
 
 
-def draw(frame_rgb: np.ndarray, box, score: float | None) -> np.ndarray:
-    """BGR copy of the frame with the box (and score) drawn."""
+def draw(frame_rgb: np.ndarray, boxes, scores) -> np.ndarray:
+    """BGR copy of the frame with the boxes (and scores; None on the first frame) drawn."""
     img = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2BGR)
-    x, y, w, h = (int(round(v)) for v in box)
-    color = (0, 200, 0) if score is None or score > 0.5 else (0, 165, 255)
-    cv2.rectangle(img, (x, y), (x + w, y + h), color, 2)
-    if score is not None:
-        cv2.putText(img, f"{score:.2f}", (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    for box, score in zip(boxes, scores):
+        x, y, w, h = (int(round(v)) for v in box)
+        color = (0, 200, 0) if score is None or score > 0.5 else (0, 165, 255)
+        cv2.rectangle(img, (x, y), (x + w, y + h), color, 2)
+        if score is not None:
+            cv2.putText(img, f"{score:.2f}", (x, max(12, y - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
     return img
 
 
@@ -65,19 +71,38 @@ def _check_file_target(path: Path, option: str, expected: str) -> None:
         raise EdgetrackError(f"{option} {path}: cannot write in {parent}")
 
 
-def check_outputs(output_boxes: Path | None, output_video: Path | None) -> None:
-    """One clear error for an output that cannot be written, before a model is loaded."""
-    if output_boxes is not None:
-        _check_file_target(Path(output_boxes), "--output-boxes", "a file name such as boxes.txt")
-    if output_video is not None:
-        video = Path(output_video)
+def as_list(paths) -> list[Path]:
+    """None, one path or several, as a list of paths."""
+    if paths is None:
+        return []
+    if isinstance(paths, (str, Path)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def check_outputs(output_boxes, output_video, sources: int = 1) -> None:
+    """One clear error for an output that cannot be written, before a model is loaded.
+    ``output_boxes``/``output_video``: None, or a path per source."""
+    boxes, videos = as_list(output_boxes), as_list(output_video)
+    for option, paths in (("--output-boxes", boxes), ("--output-video", videos)):
+        if paths and len(paths) != sources:
+            raise EdgetrackError(f"{option} given {len(paths)} times for {sources} sources; give it once per "
+                                 "source (in the order of the sources), or not at all")
+    for path in boxes:
+        _check_file_target(path, "--output-boxes", "a file name such as boxes.txt")
+    for video in videos:
         if video.suffix.lower() not in VIDEO_EXTS:
             raise EdgetrackError(f"--output-video {video}: expected a file name ending in "
                                  f"{', '.join(VIDEO_EXTS)} (e.g. tracked.mp4)")
         _check_file_target(video, "--output-video", "a file name such as tracked.mp4")
-    if output_boxes is not None and output_video is not None and \
-            Path(output_boxes).absolute() == Path(output_video).absolute():
-        raise EdgetrackError(f"--output-boxes and --output-video are both {output_boxes}; give two files")
+    seen: dict[Path, str] = {}
+    for option, path in [("--output-boxes", p) for p in boxes] + [("--output-video", p) for p in videos]:
+        key = path.absolute()
+        if key in seen and seen[key] == option:
+            raise EdgetrackError(f"{option} names {path} twice; give a file per source")
+        if key in seen:
+            raise EdgetrackError(f"{seen[key]} and {option} are both {path}; give two files")
+        seen[key] = option
 
 
 def _make_parent(path: Path, option: str) -> None:
@@ -100,8 +125,9 @@ class BoxWriter:
         except OSError as err:
             raise EdgetrackError(f"--output-boxes {self.path}: cannot be written ({err.strerror})") from None
 
-    def write(self, box) -> None:
-        self.f.write(",".join(f"{v:.4f}" for v in box) + "\n")
+    def write(self, boxes) -> None:
+        """One line: ``x,y,w,h`` of each box in turn."""
+        self.f.write(",".join(f"{v:.4f}" for box in boxes for v in box) + "\n")
         self.f.flush()
 
     def close(self) -> None:
@@ -162,10 +188,10 @@ class VideoOut:
             while self.q.get() is not None:  # keep the producer unblocked until close()
                 pass
 
-    def put(self, frame, box, score) -> None:
+    def put(self, frame, boxes, scores) -> None:
         """Draw (in the writer thread) and write a frame."""
         if self.error is None:
-            self.q.put((frame, box, score))
+            self.q.put((frame, boxes, scores))
 
     def put_image(self, img: np.ndarray) -> None:
         """Write an image that is drawn already (the window's)."""
@@ -193,11 +219,12 @@ class VideoOut:
 class Window:
     """The display, on the main thread (GUI toolkits want their windows there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = WINDOW) -> None:
+        self.name = name
         self.quit = False
 
     def show(self, img: np.ndarray) -> None:
-        cv2.imshow(WINDOW, img)
+        cv2.imshow(self.name, img)
         if cv2.waitKey(1) & 0xFF in (27, ord("q")):
             self.quit = True
 
@@ -246,9 +273,10 @@ def select_box_interactively(frame_rgb: np.ndarray):
 
 @dataclass
 class RunStats:
-    frames: int = 0
+    frames: int = 0  # frames tracked in all streams (each stream's first frame included)
     seconds: float = 0.0
-    track_ms: list[float] = field(default_factory=list)
+    latency_ms: list[float] = field(default_factory=list)  # capture -> boxes, every frame after a first
+    streams: list = field(default_factory=list)  # edgetrack.pipeline.StreamStats per source
 
     @property
     def fps(self) -> float:
@@ -271,72 +299,97 @@ def _close_all(outputs: list, keep: bool) -> BaseException | None:
     return first
 
 
-def run(source: FrameSource, tracker, init_box=None, output_boxes: Path | None = None,
-        output_video: Path | None = None, display: bool = False, max_frames: int | None = None,
-        progress=None) -> RunStats:
-    """Track through ``source``; returns timing stats. ``progress(n)`` is called per frame."""
-    if init_box is None and not display:
-        source.close()
-        raise EdgetrackError("no --init-box given and no display to draw one on")
-    if max_frames is not None and max_frames < 1:
-        source.close()
-        raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
-    frames = prefetch(source)
+class _Outputs:
+    """One source's boxes file, video and window, opened at its first frame (outputs were
+    checked before the run; a source that fails before its first box leaves nothing)."""
+
+    def __init__(self, source: FrameSource, boxes: Path | None, video: Path | None, window: str | None):
+        self.source, self.boxes_path, self.video_path, self.window_name = source, boxes, video, window
+        self.boxes: BoxWriter | None = None
+        self.video: VideoOut | None = None
+        self.window: Window | None = None
+
+    def emit(self, result) -> None:
+        if self.boxes is None and self.boxes_path is not None:
+            self.boxes = BoxWriter(self.boxes_path)
+        if self.video is None and self.video_path is not None:
+            h, w = result.image.shape[:2]
+            self.video = VideoOut(self.video_path, self.source.fps or 30.0, (w, h))
+        if self.window is None and self.window_name is not None:
+            self.window = Window(self.window_name)
+        if self.boxes is not None:
+            self.boxes.write(result.boxes)
+        if self.window is not None:
+            img = draw(result.image, result.boxes, result.scores)
+            self.window.show(img)
+            if self.video is not None:
+                self.video.put_image(img)
+        elif self.video is not None:
+            self.video.put(result.image, result.boxes, result.scores)
+
+    @property
+    def stop(self) -> bool:
+        return (self.window is not None and self.window.quit) or (self.video is not None and self.video.error is not None)
+
+    def all(self) -> list:
+        return [self.boxes, self.video, self.window]
+
+
+def run(sources: FrameSource | Sequence[FrameSource], engine, init_boxes: Sequence[Sequence] | None = None,
+        output_boxes=None, output_video=None, display: bool = False, max_frames: int | None = None,
+        progress=None, mode: str = "async", update_interval: int | None = None) -> RunStats:
+    """Track through every source with one engine (an :class:`~edgetrack.engine.OpenVINOEngine`).
+
+    ``init_boxes``: the boxes (x, y, w, h) per source, or None to draw one box on the only
+    source's first frame (needs ``display``). ``output_boxes``/``output_video``: None or a path
+    per source. ``max_frames``: per source, the first included. ``progress(n)`` is called per
+    frame tracked. Returns timing stats; the outputs are finalised however the run ends."""
+    sources = [sources] if isinstance(sources, FrameSource) else list(sources)
+    from edgetrack.pipeline import Pipeline
+
+    pipeline = None
+    outs: list[_Outputs] = []
     stats = RunStats()
-    boxes = video = window = None
     started = finished = False
     t0 = time.perf_counter()
     try:
-        try:
-            first = next(frames)
-        except StopIteration:
-            raise EdgetrackError(f"{source.name}: has no frames") from None
-        # outputs open before tracking starts: a path that cannot be written fails now
-        if output_boxes is not None:
-            boxes = BoxWriter(output_boxes)
-        if output_video is not None:
-            video = VideoOut(output_video, source.fps or 30.0, (first.shape[1], first.shape[0]))
-        if display:
-            window = Window()
-        if init_box is None:
-            init_box = select_box_interactively(first)
-        tracker.init(first, init_box)
+        if init_boxes is None and not (display and len(sources) == 1):
+            raise EdgetrackError("no --init-box given and no display to draw one on" if len(sources) == 1 else
+                                 "give --init-box for every source (a box can be drawn only with one source)")
+        if init_boxes is not None and len(init_boxes) != len(sources):
+            raise EdgetrackError(f"{len(init_boxes)} sets of init boxes for {len(sources)} sources")
+        if max_frames is not None and max_frames < 1:
+            raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
+        check_outputs(output_boxes, output_video, len(sources))
+        boxes_paths, video_paths = as_list(output_boxes), as_list(output_video)
+        pipeline = Pipeline(engine, update_interval=update_interval, mode=mode)
+        for k, src in enumerate(sources):
+            outs.append(_Outputs(src, boxes_paths[k] if boxes_paths else None, video_paths[k] if video_paths else None,
+                                 (WINDOW if len(sources) == 1 else f"{WINDOW} {k + 1}") if display else None))
+            pipeline.add_stream(src, init_boxes[k] if init_boxes is not None
+                                else lambda first: [select_box_interactively(first)])
 
-        def emit(frame, box, score) -> None:
-            if boxes is not None:
-                boxes.write(box)
-            if window is not None:
-                img = draw(frame, box, score)
-                window.show(img)
-                if video is not None:
-                    video.put_image(img)
-            elif video is not None:
-                video.put(frame, box, score)
-
-        emit(first, tracker.state, None)
-        started = True
-        stats.frames = 1
-        for frame in frames:
-            if max_frames is not None and stats.frames >= max_frames:
-                break
-            ts = time.perf_counter()
-            try:
-                box, score = tracker.track(frame)
-            except EdgetrackError as err:
-                raise EdgetrackError(f"{source.name}: {err}") from None
-            stats.track_ms.append((time.perf_counter() - ts) * 1000)
-            emit(frame, box, score)
+        def on_result(result) -> None:
+            nonlocal started
+            out = outs[result.stream]
+            out.emit(result)
+            started = True
             stats.frames += 1
             if progress is not None:
                 progress(stats.frames)
-            if (window is not None and window.quit) or (video is not None and video.error is not None):
-                break
+            if out.stop:
+                pipeline.stop()
+
+        stats.streams = pipeline.run(on_result, max_frames)
         finished = True
     finally:
-        frames.close()
-        source.close()
+        if pipeline is not None:
+            pipeline.close()
+        for src in sources:
+            src.close()
         stats.seconds = time.perf_counter() - t0
-        err = _close_all([boxes, video, window], keep=started)
+        stats.latency_ms = [ms for s in (stats.streams or []) for ms in s.latency_ms]
+        err = _close_all([o for out in outs for o in out.all()], keep=started)
         if err is not None:
             if finished:
                 raise err

@@ -1,14 +1,25 @@
 """Frame sources for the CLI: a camera, a video file or a folder of images, as RGB frames.
 
-A reader thread decodes ahead of the tracker (bounded queue), so capture/decode overlaps
-inference.
+A capture thread per source (:class:`Capture`) reads and decodes ahead of the tracker, so
+capture and decoding overlap inference. What it does with frames the tracker has not taken
+yet depends on the source:
+
+* a **live** source (a camera, or a file played at its own rate with :class:`PacedSource`)
+  does not wait for the tracker: only the latest frame is kept, and a frame that a newer one
+  replaces before the tracker took it is dropped (counted in ``Capture.dropped``), so the
+  tracker always works on the newest image and latency does not pile up;
+* a **file** source (a video, a folder of images) is never dropped from: the capture thread
+  waits while ``depth`` frames are ready, and every frame is tracked.
 """
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -34,10 +45,12 @@ IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class FrameSource:
-    """Iterates RGB uint8 frames. ``fps`` is the nominal rate (or None)."""
+    """Iterates RGB uint8 frames. ``fps`` is the nominal rate (or None); ``live``: frames
+    come at the source's own rate whether they are taken or not (a camera)."""
 
     name: str = "source"
     fps: float | None = None
+    live: bool = False
 
     def __iter__(self) -> Iterator[np.ndarray]:
         raise NotImplementedError
@@ -83,6 +96,8 @@ class VideoSource(_CaptureSource):
 
 
 class CameraSource(_CaptureSource):
+    live = True
+
     def __init__(self, index: int):
         quiet_opencv()
         cap = cv2.VideoCapture(int(index))
@@ -110,50 +125,173 @@ class FolderSource(FrameSource):
             yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def open_source(camera: int | None = None, video: str | Path | None = None, frames: str | Path | None = None) -> FrameSource:
+class PacedSource(FrameSource):
+    """A file played as a camera: frames come at ``fps * speed`` (default: the file's own
+    rate) whether the tracker keeps up or not, so it is ``live`` (stale frames are dropped).
+    ``loops`` plays it that many times. A stand-in camera for benchmarks and demos."""
+
+    live = True
+
+    def __init__(self, source: FrameSource, fps: float | None = None, speed: float = 1.0, loops: int = 1):
+        rate = fps or source.fps
+        if not rate or rate <= 0:
+            raise EdgetrackError(f"{source.name}: has no frame rate to play it at; give one")
+        if not speed > 0:
+            raise EdgetrackError(f"speed {speed!r}: expected a number > 0")
+        if loops < 1:
+            raise EdgetrackError(f"loops {loops!r}: expected 1 or more")
+        self.source = source
+        self.name = source.name
+        self.fps = rate * speed
+        self.loops = loops
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        period = 1.0 / self.fps
+        due = time.perf_counter()
+        for _ in range(self.loops):
+            for frame in self.source:
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                yield frame
+                due += period
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def open_source(camera: int | None = None, video: str | Path | None = None, frames: str | Path | None = None,
+                live: bool = False) -> FrameSource:
+    """One source; ``live`` plays a video or folder at its own frame rate as a camera would."""
     given = [x is not None for x in (camera, video, frames)]
     if sum(given) != 1:
         raise EdgetrackError("give exactly one source: --camera N, --video PATH or --frames DIR")
     if camera is not None:
         return CameraSource(camera)
-    if video is not None:
-        return VideoSource(video)
-    return FolderSource(frames)
+    src = VideoSource(video) if video is not None else FolderSource(frames)
+    return PacedSource(src) if live else src
 
 
-_END = object()
-
-
-def prefetch(source: FrameSource, depth: int = 4) -> Iterator[np.ndarray]:
-    """Iterate ``source`` with decoding in a background thread (errors re-raised here)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for frame in source:
-                while not stop.is_set():
-                    try:
-                        q.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(_END)
-        except BaseException as err:  # hand the error to the consumer
-            q.put(err)
-
-    t = threading.Thread(target=work, name="frame-reader", daemon=True)
-    t.start()
+def open_sources(cameras=(), videos=(), frames=(), live: bool = False) -> list[FrameSource]:
+    """Every source given, in the order cameras, videos, frame folders (each in the order
+    given); all of them closed again if one cannot be opened."""
+    specs = [dict(camera=c) for c in cameras] + [dict(video=v) for v in videos] + [dict(frames=f) for f in frames]
+    if not specs:
+        raise EdgetrackError("give a source: --camera N, --video PATH or --frames DIR (each may be repeated)")
+    opened: list[FrameSource] = []
     try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
+        for spec in specs:
+            opened.append(open_source(live=live, **spec))
+    except BaseException:
+        for src in opened:
+            src.close()
+        raise
+    return opened
+
+
+@dataclass
+class Frame:
+    """A captured frame: its number in the source (0 = first), the RGB image, and when the
+    capture thread got it (``time.perf_counter()``)."""
+
+    index: int
+    image: np.ndarray
+    t_capture: float
+
+
+class Capture:
+    """A source read by a background thread: ``get()`` gives the next :class:`Frame` (None at
+    the end of the source), ``poll()`` the same without waiting (``Capture.EMPTY`` when no frame
+    is ready). Live sources keep only the newest frame (older ones are ``dropped``); file
+    sources keep up to ``depth`` frames and never drop one. Errors of the source are raised by
+    ``get``/``poll``. ``notify()`` (optional) is called from the thread whenever a frame, the end
+    or an error is ready. Use it as a context manager, or call ``close()``."""
+
+    EMPTY = object()
+
+    def __init__(self, source: FrameSource, depth: int = 4, live: bool | None = None,
+                 notify: Callable[[], None] | None = None):
+        self.source = source
+        self.name = source.name
+        self.live = source.live if live is None else live
+        self.depth = max(1, depth)
+        self.notify = notify
+        self.captured = 0  # frames read from the source
+        self.dropped = 0  # of those, replaced by a newer frame before they were taken (live only)
+        self.ended = False  # the source has no more frames (they may still wait in the buffer)
+        self._frames: deque[Frame] = deque()
+        self._error: BaseException | None = None
+        self._stop = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name=f"capture {source.name}", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            for i, image in enumerate(self.source):
+                item = Frame(i, image, time.perf_counter())
+                with self._cond:
+                    if not self.live:
+                        while len(self._frames) >= self.depth and not self._stop:
+                            self._cond.wait()
+                    if self._stop:
+                        return
+                    if self.live and self._frames:
+                        self.dropped += len(self._frames)
+                        self._frames.clear()
+                    self._frames.append(item)
+                    self.captured += 1
+                    self._cond.notify_all()
+                self._notify()
+        except BaseException as err:  # handed to the consumer
+            with self._cond:
+                self._error = err
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
+        self._notify()
+
+    def _notify(self) -> None:
+        if self.notify is not None:
+            self.notify()
+
+    def _take(self):
+        """Under the lock: the next frame, None at the end, EMPTY if none is ready yet."""
+        if self._frames:
+            item = self._frames.popleft()
+            self._cond.notify_all()
+            return item
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+        return None if self.ended else Capture.EMPTY
+
+    def poll(self):
+        with self._cond:
+            return self._take()
+
+    def get(self) -> Frame | None:
+        with self._cond:
+            while True:
+                item = self._take()
+                if item is not Capture.EMPTY:
+                    return item
+                self._cond.wait()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (item := self.get()) is not None:
             yield item
-    finally:
-        stop.set()
-        t.join(timeout=2)
+
+    def close(self) -> None:
+        """Stop the thread (it ends after the frame it is reading) and close the source."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=2)
+        self.source.close()
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -20,6 +20,19 @@ def _no_photo_library(monkeypatch):
     monkeypatch.setenv("EDGETRACK_PHOTO_LIBRARY", "off")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache_in_tmp(tmp_path_factory):
+    """OpenVINO's compiled-model cache of the tests (and of the commands they start) goes to a
+    temporary folder, not to the user's ~/.cache/edgetrack/openvino."""
+    old = os.environ.get("EDGETRACK_MODEL_CACHE")
+    os.environ["EDGETRACK_MODEL_CACHE"] = str(tmp_path_factory.mktemp("openvino_cache"))
+    yield
+    if old is None:
+        os.environ.pop("EDGETRACK_MODEL_CACHE", None)
+    else:
+        os.environ["EDGETRACK_MODEL_CACHE"] = old
+
+
 def conformance_file(name: str) -> Path:
     path = CONFORMANCE / name
     if not path.is_file():

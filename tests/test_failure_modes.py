@@ -83,7 +83,7 @@ def frames_dir(tmp_path_factory) -> Path:
 # -- 1. usage errors -------------------------------------------------------------------------
 @pytest.mark.parametrize("args, expected", [
     ([], ["no command given", "'edgetrack --help'"]),
-    (["run"], ["give exactly one source", "--camera N", "--video PATH"]),  # --model defaults to the default model
+    (["run"], ["give a source", "--camera N", "--video PATH"]),  # --model defaults to the default model
     (["frobnicate"], ["No such command 'frobnicate'"]),
     (["run", "--model", "M", "--camera", "abc"], ["'--camera'", "valid integer", "'abc'"]),
 ])
@@ -251,8 +251,8 @@ def test_bad_display_falls_back_to_no_display(tiny_bundle, frames_dir, tmp_path)
 
 def test_imshow_runs_on_the_main_thread(tiny_bundle, monkeypatch, tmp_path):
     from edgetrack import runner
+    from edgetrack.engine import OpenVINOEngine
     from edgetrack.sources import FrameSource
-    from edgetrack.tracker import Tracker
 
     frames, _ = moving_square_frames(6)
 
@@ -267,7 +267,7 @@ def test_imshow_runs_on_the_main_thread(tiny_bundle, monkeypatch, tmp_path):
     monkeypatch.setattr(runner.cv2, "waitKey", lambda ms: -1)
     monkeypatch.setattr(runner.cv2, "destroyAllWindows", lambda: None)
     video = tmp_path / "v.avi"
-    stats = runner.run(Frames(), Tracker(tiny_bundle.path), (20, 30, 24, 24), output_video=video, display=True)
+    stats = runner.run(Frames(), OpenVINOEngine(tiny_bundle.path), [[(20, 30, 24, 24)]], output_video=video, display=True)
     assert stats.frames == 6
     assert shown == [threading.main_thread().name] * 6
     assert video_frames(video) == 6
