@@ -72,12 +72,19 @@ class _CaptureSource(FrameSource):
         self._first = first
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        frame = self._first
+        frame, self._first = self._first, None  # read when the source was opened
+        if frame is None:
+            frame = self._restart()
         while frame is not None:
             yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             ok, frame = self.cap.read()
             if not ok:
                 break
+
+    def _restart(self) -> np.ndarray | None:
+        """The first frame of another pass (a camera goes on where it is)."""
+        ok, frame = self.cap.read()
+        return frame if ok else None
 
     def close(self) -> None:
         self.cap.release()
@@ -93,6 +100,11 @@ class VideoSource(_CaptureSource):
         if not cap.isOpened():
             raise EdgetrackError(f"video {path}: cannot be read as a video")
         super().__init__(cap, f"video {path}")
+
+    def _restart(self) -> np.ndarray | None:
+        """Iterating the video again starts it again from its first frame."""
+        self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        return super()._restart()
 
 
 class CameraSource(_CaptureSource):

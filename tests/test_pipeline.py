@@ -16,7 +16,7 @@ import pytest
 from edgetrack.engine import MODEL_CACHE_ENV, OpenVINOEngine, model_cache_dir
 from edgetrack.errors import EdgetrackError
 from edgetrack.pipeline import Pipeline
-from edgetrack.sources import Capture, FrameSource, PacedSource
+from edgetrack.sources import Capture, FrameSource, PacedSource, VideoSource
 from edgetrack.tracker import Tracker
 from tests.conftest import moving_square_frames
 
@@ -107,11 +107,19 @@ def test_capture_hands_over_source_errors(clip):
         assert cap.get() is None
 
 
-def test_paced_source_is_live_at_the_files_rate(clip):
+def test_paced_source_is_live_at_the_files_rate(clip, tmp_path):
     frames, _ = clip
     paced = PacedSource(ListSource(frames, fps=10.0), speed=2.0, loops=2)
     assert paced.live and paced.fps == 20.0 and not ListSource(frames).live
     assert len(list(PacedSource(ListSource(frames[:2], fps=1e6), loops=3))) == 6
+    video = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 120))
+    for f in frames[:5]:
+        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    w.release()
+    looped = PacedSource(VideoSource(video), speed=1e6, loops=3)  # a video starts again on each loop
+    assert looped.fps == 25e6 and len(list(looped)) == 15
+    looped.close()
     with pytest.raises(EdgetrackError, match="^test frames: has no frame rate"):
         PacedSource(ListSource(frames))
     with pytest.raises(EdgetrackError, match="^speed 0"):
