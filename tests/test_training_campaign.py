@@ -214,3 +214,116 @@ def test_dense_to_sparse_goes_on_from_a_student(seqs, tmp_path):
     assert [h["step"] for h in b["history"] if h["stage"] == "dense-to-sparse"] == [1, 2, 1, 2, 3]
     assert b["config"] == a["config"]
     assert any(not torch.equal(a["net"][k], b["net"][k]) for k in a["net"])  # it trained on
+
+
+def test_worker_batches_equal_in_process_batches_and_old_normalisation(seqs):
+    """Batches from data-loader workers (uint8 crops normalised after the copy) are the
+    in-process batches, bit for bit, whichever batch the stream starts from; and the
+    normalisation is the runtime's: v / 255, brightness, clip, ImageNet mean/std."""
+    from training.data import BatchStream
+
+    cfg = get_config("mixformerv2-tiny")
+    ds = TripletDataset(seqs, cfg, SamplerConfig(gray_prob=0.3), seed=2, length=64)
+    local, pooled = BatchStream(ds, 4, workers=0), BatchStream(ds, 4, workers=2, prefetch=2)
+    try:
+        for k in (0, 1, 2, 7, 8):  # 7: a jump restarts the workers at batch 7
+            a, b = local(k), pooled(k)
+            assert set(a) == set(b) == {"template", "online_template", "search", "search_box", "label"}
+            for name in a:
+                assert torch.equal(a[name], b[name]), (k, name)
+    finally:
+        pooled.close()
+    raw = ds.sample(5)
+    assert raw["search"].dtype == torch.uint8
+    x = raw["search"].numpy().transpose(1, 2, 0).astype(np.float32) / np.float32(255.0)
+    g = np.float32(raw["brightness"][1])
+    x = np.clip(x * g, 0, 1) if g != 1 else x
+    mean, std = np.asarray(cfg.mean, np.float32), np.asarray(cfg.std, np.float32)
+    want = ((x - mean) / std).transpose(2, 0, 1)
+    assert np.array_equal(ds[5]["search"].numpy(), want)
+
+
+def test_parallel_generation_gives_the_same_sequences():
+    from training.data import _SYNTH_CACHE
+
+    one = synth_sequences(3, seed=4, size=(96, 72), n_frames=8)
+    _SYNTH_CACHE.clear()
+    two = synth_sequences(3, seed=4, size=(96, 72), n_frames=8, workers=2)
+    assert [s.name for s in one] == [s.name for s in two]
+    for a, b in zip(one, two):
+        assert np.array_equal(a.gt, b.gt) and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+
+
+def test_time_budget_ends_the_stage_and_drives_the_schedule(seqs, tmp_path):
+    from training.train import Schedule, param_groups, run_steps
+
+    sched = Schedule(steps=10_000, batch_size=2, lr_schedule="cosine", time_budget=1.5, log_every=1000,
+                     checkpoint_every=10_000)
+    assert sched.lr_factor(10, elapsed=0.0) > 0.99 and sched.lr_factor(10, elapsed=0.75) == pytest.approx(0.5)
+    assert sched.lr_factor(10, elapsed=1.5) == pytest.approx(0.0, abs=1e-12)
+    step_sched = Schedule(steps=100, lr_schedule="step", lr_drop=0.5, time_budget=10.0)
+    assert step_sched.lr_factor(10, 4.0) == 1.0 and step_sched.lr_factor(10, 5.0) == pytest.approx(0.1)
+    assert step_sched.lr_factor(50, 0.0) == pytest.approx(0.1)  # the step rule still holds
+    ds = TripletDataset(seqs, get_config("mixformerv2-tiny"), SamplerConfig(), seed=1)
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-tiny")
+
+    def step(b, k):
+        o = model(b["template"], b["online_template"], b["search"])
+        return o["pred_boxes"].sub(b["search_box"][:, None]).abs().mean(), {}
+
+    hist = run_steps(model, lambda k: ds.batch(range(2 * k, 2 * k + 2)), step, sched, tmp_path / "t.pth", "s",
+                     param_groups(model, sched))
+    last = hist[-1]
+    assert 1 <= last["step"] < 10_000 and last["elapsed"] >= 1.5
+    assert last["lr"] < 1e-3 * sched.lr  # the cosine ran out with the time
+
+
+def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch):
+    import json
+
+    from edgetrack.errors import EdgetrackError
+    from training.campaign import load_recipe, main
+    from training.checkpoint import load_model
+
+    monkeypatch.setenv("EDGETRACK_CACHE", str(tmp_path / "cache"))
+    recipe = {
+        "data": {"synth": 3, "synth_size": [96, 72], "synth_frames": 12},
+        "val": {"every": 2, "sequences": 1, "size": [96, 72], "min_frames": 8, "max_frames": 10},
+        "defaults": {"batch_size": 2, "log_every": 1, "checkpoint_every": 100, "backbone_lr_mult": 1.0},
+        "stages": [
+            {"stage": "teacher", "arch": "mixvit-tiny", "out": "teacher.pth", "schedule": {"steps": 3}},
+            {"stage": "dense-to-sparse", "teacher": "{out}/teacher.best.pth", "out": "stage1.pth",
+             "schedule": {"steps": 2}},
+            {"stage": "score", "init": "{out}/stage1.pth", "out": "final.pth", "validate": False,
+             "schedule": {"steps": 2}},
+        ],
+    }
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    assert main([str(path), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp")]) == 0
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["final.pth", "stage1.best.pth", "teacher.best.pth"]
+    model, ck = load_model(tmp_path / "exp" / "final.pth")
+    assert ck["stage"] == "score" and [h["stage"] for h in ck["history"]][0] == "teacher"
+    assert not (tmp_path / "run" / "final.best.pth").exists()  # the score stage was not validated
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"stages": [{"stage": "teachr", "out": "x.pth"}]}))
+    with pytest.raises(EdgetrackError, match="stage 1 needs"):
+        load_recipe(bad)
+
+
+def test_graph_segmentation_without_opencv_contrib(monkeypatch):
+    """GPU images ship plain opencv: the cut-out segmentation falls back to scikit-image's
+    implementation of the same algorithm and still cuts regions of the photo."""
+    import cv2
+    from skimage import data as skdata
+
+    from edgetrack.synth.generator import _graph_segments
+
+    img = np.ascontiguousarray(cv2.resize(skdata.astronaut(), (96, 96)))
+    with_contrib = _graph_segments(img, 0.8, 600, 150)
+    monkeypatch.delattr(cv2, "ximgproc")
+    plain = _graph_segments(img, 0.8, 600, 150)
+    for labels in (with_contrib, plain):
+        assert labels.shape == (96, 96) and 3 <= labels.max() + 1 <= 60
+        assert np.bincount(labels.ravel()).min() >= 100  # min_size respected (roughly: 150 px)

@@ -26,6 +26,7 @@ seed and its index.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -114,7 +115,7 @@ def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n
         if workers > 1 and len(jobs) > 1:
             import multiprocessing as mp
 
-            with mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
+            with _fork_safe(), mp.get_context("fork").Pool(min(workers, len(jobs))) as pool:
                 seqs = tuple(pool.imap(_generate_train, jobs, chunksize=4))
         else:
             seqs = tuple(_generate_train(j) for j in jobs)
@@ -426,6 +427,19 @@ def normalize_batch(batch: dict[str, torch.Tensor], mean, std) -> dict[str, torc
     return out
 
 
+@contextlib.contextmanager
+def _fork_safe():
+    """OpenCV's thread pool does not survive ``fork``: a child that calls cv2 after the parent
+    used the pool can wait forever on it. Forked children are started with cv2 set to one
+    thread (they then never touch the pool); the parent gets its setting back afterwards."""
+    n = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(n)
+
+
 def _worker_init(_: int) -> None:
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
@@ -464,7 +478,8 @@ class BatchStream:
         loader = DataLoader(batches, batch_size=None, sampler=range(k, len(batches)), num_workers=self.workers,
                             pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch,
                             worker_init_fn=_worker_init, multiprocessing_context="fork")
-        self._it = iter(loader)
+        with _fork_safe():
+            self._it = iter(loader)
         self._next = k
 
     def __call__(self, k: int) -> dict[str, torch.Tensor]:

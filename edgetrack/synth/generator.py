@@ -273,6 +273,18 @@ def _outline(mask: np.ndarray) -> np.ndarray | None:
     return poly
 
 
+def _graph_segments(image: np.ndarray, sigma: float, k: float, min_size: int) -> np.ndarray:
+    """Felzenszwalb-Huttenlocher graph segmentation: OpenCV contrib's (``cv2.ximgproc``, what
+    ``pip install edgetrack`` brings); with a plain OpenCV build (GPU machines' images ship
+    ``opencv-python-headless``) scikit-image's implementation of the same algorithm, which cuts
+    somewhat different regions: train-split sequences then differ from this machine's."""
+    if hasattr(cv2, "ximgproc"):
+        return cv2.ximgproc.segmentation.createGraphSegmentation(sigma, k, min_size).processImage(image)
+    from skimage.segmentation import felzenszwalb
+
+    return felzenszwalb(image, scale=k, sigma=sigma, min_size=min_size).astype(np.int32)
+
+
 def _cutout(rng: np.random.Generator, photo: np.ndarray, aspect: float, max_side: float) -> Cutout | None:
     """Segment a textured patch of ``photo`` (graph-based segmentation) and take one region of
     reasonable size and compactness as the target's outline; None when no region fits."""
@@ -287,8 +299,7 @@ def _cutout(rng: np.random.Generator, photo: np.ndarray, aspect: float, max_side
     k = float(rng.uniform(300, 1200))
     found: list[tuple[np.ndarray, float]] = []
     for scale in (1.0, 0.3):  # coarse segments first (more texture inside), finer ones if none fits
-        seg = cv2.ximgproc.segmentation.createGraphSegmentation(0.8, k * scale, max(20, sh * sw // 60))
-        labels = seg.processImage(np.ascontiguousarray(small))
+        labels = _graph_segments(np.ascontiguousarray(small), 0.8, k * scale, max(20, sh * sw // 60))
         counts = np.bincount(labels.ravel())
         inner: list[tuple[np.ndarray, float]] = []
         edge: list[tuple[np.ndarray, float]] = []
