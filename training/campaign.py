@@ -42,7 +42,7 @@ from training.validate import ValConfig
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = {"stage", "out", "arch", "init", "teacher", "student_arch", "schedule", "sampler", "remove_layers",
-              "fade_fraction", "validate"}
+              "fade_fraction", "validate", "weights"}
 
 
 def _path(value: str | None, out: Path) -> str | None:
@@ -95,18 +95,24 @@ def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None
         log.info("campaign stage %d/%d: %s -> %s (%s)", i, len(recipe["stages"]), stage, target, sched)
         t0 = time.perf_counter()
         init, teacher = _path(st.get("init"), out), _path(st.get("teacher"), out)
+        # loss weights: e.g. {"kl": 0} trains the student on the ground truth alone
+        weights = replace(distill.LossWeights(iou_kind="giou") if stage == "teacher" else distill.LossWeights(),
+                          **st.get("weights", {}))
         if stage == "teacher":
             path = distill.train_teacher(st.get("arch", "mixvit-mini"), data, sched, target, init=init,
-                                         sampler=sampler, val=val)
+                                         weights=weights, sampler=sampler, val=val)
         elif stage == "dense-to-sparse":
             path = distill.dense_to_sparse(teacher, data, sched, target, student_arch=st.get("student_arch"),
-                                           teacher_arch=st.get("arch"), sampler=sampler, val=val, init=init)
+                                           teacher_arch=st.get("arch"), weights=weights, sampler=sampler, val=val,
+                                           init=init)
         elif stage == "deep-to-shallow":
             path = distill.deep_to_shallow(teacher, st["student_arch"], data, sched, target,
                                            remove=st.get("remove_layers"),
-                                           fade_fraction=st.get("fade_fraction", 40 / 45), sampler=sampler, val=val)
+                                           fade_fraction=st.get("fade_fraction", 40 / 45), weights=weights,
+                                           sampler=sampler, val=val)
         else:
-            path = distill.train_score(init, data, sched, target, arch=st.get("arch"), sampler=sampler, val=val)
+            path = distill.train_score(init, data, sched, target, arch=st.get("arch"), weights=weights,
+                                       sampler=sampler, val=val)
         log.info("campaign stage %d/%d: %s done in %.0f s", i, len(recipe["stages"]), stage, time.perf_counter() - t0)
         written.append(path)
         if export is not None:

@@ -17,14 +17,17 @@ def series(history: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]
     """``{stage: {"iou": [(samples, iou)], "val_auc": [(samples, auc)]}}`` with samples counted
     from the start of the campaign (each stage continues where the previous one ended)."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    offset, last_stage, last_samples, per_step = 0, None, 0, 0.0
+    offset, last_stage, last_samples, per_step, key = 0, None, 0, 0.0, ""
     for rec in history:
         stage = rec.get("stage", "?")
-        if stage != last_stage:
+        restarted = stage == last_stage and int(rec.get("samples", last_samples)) < last_samples
+        if stage != last_stage or restarted:  # a new stage, or the same stage run again (another run)
             offset += last_samples
             last_samples = 0
             last_stage = stage
-        s = out.setdefault(stage, {"iou": [], "val_auc": []})
+            n = sum(1 for k in out if k == stage or k.startswith(stage + " ("))
+            key = stage if n == 0 else f"{stage} ({n + 1})"
+        s = out.setdefault(key, {"iou": [], "val_auc": []})
         if "samples" in rec:
             last_samples = int(rec["samples"])
             per_step = rec["samples"] / max(1, rec["step"])

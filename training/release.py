@@ -64,7 +64,12 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
     save_atomic({"net": net, "config": ck["config"], "arch": ck["arch"], "stage": ck["stage"],
                  "history": history}, out)
     stages = stage_summary(history)
-    vals = [r["val_auc"] for r in history if "val_auc" in r and r.get("stage") == ck["stage"]]
+    # the best AUC of the last validated stage: a score stage that is not validated changes
+    # no box, so the AUC of the stage before it stands for the released weights
+    validated = [r for r in history if "val_auc" in r]
+    val_stage = ck["stage"] if any(r.get("stage") == ck["stage"] for r in validated) else (
+        validated[-1]["stage"] if validated else None)
+    vals = [r["val_auc"] for r in validated if r.get("stage") == val_stage]
     manifest = {
         "name": out.stem,
         "file": out.name,
@@ -78,7 +83,8 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
         "samples_seen": int(sum(s["samples"] for s in stages)),
         "cpu_hours": round(sum(s["hours"] for s in stages), 6),
         "validation_auc": max(vals) if vals else None,
-        "validation": "runtime Tracker over 12 synthetic eval-split sequences, seed 1 (training.validate)",
+        "validation": "runtime Tracker over 12 synthetic eval-split sequences, seed 1 (training.validate)"
+                      + (f"; best of the {val_stage} stage" if val_stage and val_stage != ck["stage"] else ""),
         "commands": list(commands),
         "data": data,
         "source": str(ckpt),
