@@ -6,7 +6,9 @@ Three graphs, all batch 1:
   the per-layer keys/values of the template tokens; run once per template update;
 * ``search``: (search, template_kv) -> ``pred_boxes`` (1, 4: cx, cy, w, h in [0, 1] of the
   search crop), ``pred_scores`` (1: confidence logit), ``prob`` (1, 4, bins: l, t, r, b);
-* ``monolithic``: (template, online_template, search) -> the same three outputs, for comparison.
+* ``monolithic``: (template, online_template, search) -> the same three outputs, for comparison
+  only: written when asked (``monolithic=True``, ``edgetrack convert --monolithic``); shipped
+  bundles leave it out, so a bundle weighs about its weights once.
 """
 from __future__ import annotations
 
@@ -160,9 +162,10 @@ def save_bundle(graphs: dict[str, ov.Model], out_dir: str | Path, meta: dict, pr
 
 
 def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp32",
-                  provenance: dict | None = None, monolithic: bool = True, force: bool = True,
+                  provenance: dict | None = None, monolithic: bool = False, force: bool = True,
                   progress: ProgressFn | None = None, steps_done: int = 0) -> Bundle:
-    """Export ``model`` to a bundle folder; ``progress(step, done, total)`` reports each step."""
+    """Export ``model`` to a bundle folder; ``progress(step, done, total)`` reports each step.
+    ``monolithic``: also write the monolithic graph (comparison and tests only; off by default)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not isinstance(model, MixFormerV2):
@@ -180,7 +183,7 @@ def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp3
 
 
 def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | Path, precision: str = "fp32",
-                       monolithic: bool = True, force: bool = True, progress: ProgressFn | None = None) -> Bundle:
+                       monolithic: bool = False, force: bool = True, progress: ProgressFn | None = None) -> Bundle:
     """``edgetrack convert``: a published or own checkpoint -> model bundle (``arch`` None: the
     checkpoint's own config, else MixFormerV2-S). ``progress(step, done, total)`` reports each step."""
     from conversion.official import CheckpointError, canonical_arch, load_official_checkpoint, sha256_file

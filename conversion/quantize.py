@@ -9,9 +9,16 @@ calibration sequences and records what really reaches the models:
   encoded pairs alone would be a handful of nearly identical samples;
 * search step: the normalised search crop of a tracked frame together with the
   ``template_kv`` that step actually got;
-* monolithic: the same search crops with the template pair in effect.
+* monolithic (only when asked, ``monolithic=True``/``--monolithic``; shipped bundles leave it
+  out): the same search crops with the template pair in effect.
 
 Each graph is then quantized with ``nncf.quantize(model_type=TRANSFORMER)`` on these samples.
+With ``max_drop`` (``--max-drop``) the search step goes through
+``nncf.quantize_with_accuracy_control`` instead, whose validation function is real tracking:
+the success AUC of the tracker loop over a small validation split (synthetic *eval*-split
+sequences with seed 1 by default; the scored benchmark is seed 0). NNCF reverts the most
+sensitive operations to float until the AUC drop is within bounds; ``bundle.json`` records
+which (see ``accuracy_control``).
 By default the prediction heads (the small box/score MLPs, their LayerNorms, the softmax over
 bins and the expectation that turns it into a box side) stay in float: they run on four tokens
 only, so they cost nothing measurable, and the softmax expectation is where 8-bit rounding
@@ -28,7 +35,8 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,16 +78,20 @@ class CalibrationConfig:
     synth_size: tuple[int, int] = (640, 480)
     frames_per_sequence: int = 100
     max_sequences: int | None = None  # dataset: at most this many sequences, evenly spread
+    split: str = "train"  # of the synthetic sequences
+    role: str = "calibration"  # or "validation" (accuracy control): names the options in errors
 
     def check(self) -> None:
+        opt = "--calib" if self.role == "calibration" else "--val"
         if self.dataset is None and self.synth_sequences < 1:
-            raise QuantizeError(f"--calib-synth {self.synth_sequences}: the calibration set would be empty; "
+            raise QuantizeError(f"{opt}-synth {self.synth_sequences}: the {self.role} set would be empty; "
                                 "expected 1 or more sequences")
         if self.frames_per_sequence < 2:
-            raise QuantizeError(f"frames per calibration sequence {self.frames_per_sequence}: expected 2 or more "
+            what = "--val-frames" if self.role == "validation" else f"frames per {self.role} sequence"
+            raise QuantizeError(f"{what} {self.frames_per_sequence}: expected 2 or more "
                                 "(the first frame only initialises the tracker)")
         if self.max_sequences is not None and self.max_sequences < 1:
-            raise QuantizeError(f"max calibration sequences {self.max_sequences}: expected 1 or more")
+            raise QuantizeError(f"max {self.role} sequences {self.max_sequences}: expected 1 or more")
         if self.dataset is not None:
             from edgetrack.datasets import parse_spec
 
@@ -89,7 +101,7 @@ class CalibrationConfig:
         if self.dataset is not None:
             return {"source": "dataset", "dataset": self.dataset, "max_sequences": self.max_sequences,
                     "frames_per_sequence": self.frames_per_sequence}
-        return {"source": "synth", "split": "train", "sequences": self.synth_sequences, "seed": self.seed,
+        return {"source": "synth", "split": self.split, "sequences": self.synth_sequences, "seed": self.seed,
                 "size": list(self.synth_size), "frames_per_sequence": self.frames_per_sequence,
                 "generator_version": _synth_version()}
 
@@ -99,19 +111,25 @@ class QuantizeOptions:
     """NNCF settings. ``preset`` None lets NNCF choose (MIXED for transformers: symmetric
     weights, asymmetric activations); ``fast_bias_correction`` False runs the slower, more
     exact bias correction; ``smooth_quant`` False turns off the SmoothQuant step NNCF runs
-    on transformers; ``keep_head_float`` leaves the heads out of quantization."""
+    on transformers; ``keep_head_float`` leaves the heads out of quantization;
+    ``monolithic`` also quantizes the source's monolithic graph (comparison only);
+    ``max_drop`` (AUC, absolute) turns on accuracy control of the search step."""
 
     subset_size: int = 300
     preset: str | None = None
     fast_bias_correction: bool = True
     smooth_quant: bool = True
     keep_head_float: bool = True
+    monolithic: bool = False
+    max_drop: float | None = None
 
     def check(self) -> None:
         if self.subset_size < 1:
             raise QuantizeError(f"--subset-size {self.subset_size}: expected 1 or more")
         if self.preset is not None and self.preset not in PRESETS:
             raise QuantizeError(f"--preset {self.preset!r}: expected one of {', '.join(PRESETS)}")
+        if self.max_drop is not None and not 0 <= self.max_drop < 1:
+            raise QuantizeError(f"--max-drop {self.max_drop}: expected an AUC drop in [0, 1), e.g. 0.005")
 
 
 def _synth_version() -> int:
@@ -173,17 +191,17 @@ class RecordingEngine:
 class _CalibSequence:
     name: str
     n_frames: int
-    load: Callable[[], tuple[Iterable[np.ndarray], tuple[float, float, float, float]]]  # (RGB frames, first box)
+    load: Callable[[], tuple[Iterable[np.ndarray], np.ndarray]]  # (RGB frames, ground truth (N, 4) x,y,w,h)
 
 
 def _synth_sequences(cfg: CalibrationConfig) -> list[_CalibSequence]:
     from edgetrack.synth import generate_sequence, sequence_name
 
-    def load(i: int) -> tuple[list[np.ndarray], tuple[float, float, float, float]]:
-        frames, gt, _, _ = generate_sequence(i, cfg.seed, "train", cfg.synth_size, cfg.frames_per_sequence)
-        return frames, tuple(float(v) for v in gt[0])  # type: ignore[return-value]
+    def load(i: int) -> tuple[list[np.ndarray], np.ndarray]:
+        frames, gt, _, _ = generate_sequence(i, cfg.seed, cfg.split, cfg.synth_size, cfg.frames_per_sequence)
+        return frames, np.asarray(gt, dtype=np.float64)
 
-    return [_CalibSequence(sequence_name("train", i), cfg.frames_per_sequence, lambda i=i: load(i))
+    return [_CalibSequence(sequence_name(cfg.split, i), cfg.frames_per_sequence, lambda i=i: load(i))
             for i in range(cfg.synth_sequences)]
 
 
@@ -202,8 +220,9 @@ def _dataset_sequences(cfg: CalibrationConfig) -> list[_CalibSequence]:
             log.info("calibration: %s skipped (fewer than 2 frames or no first box)", seq.name)
             continue
         paths = seq.frames[:cfg.frames_per_sequence]
+        gt = np.asarray(seq.ground_truth[:len(paths)], dtype=np.float64)
         out.append(_CalibSequence(seq.name, len(paths),
-                                  lambda paths=paths, box=seq.init_box: ((read_frame(p) for p in paths), box)))
+                                  lambda paths=paths, gt=gt: ((read_frame(p) for p in paths), gt)))
     return out
 
 
@@ -211,7 +230,7 @@ def calibration_sequences(cfg: CalibrationConfig) -> list[_CalibSequence]:
     cfg.check()
     seqs = _dataset_sequences(cfg) if cfg.dataset is not None else _synth_sequences(cfg)
     if not seqs:
-        raise QuantizeError(f"calibration data {cfg.dataset}: no usable sequence "
+        raise QuantizeError(f"{cfg.role} data {cfg.dataset}: no usable sequence "
                             "(each needs 2 or more frames and a first box)")
     return seqs
 
@@ -230,7 +249,8 @@ def capture_calibration(bundle: Bundle, cfg: CalibrationConfig, target_samples: 
     normalize = Normalizer(c.mean, c.std)
     done = 0
     for seq in seqs:
-        frames, init_box = seq.load()
+        frames, gt = seq.load()
+        init_box = tuple(float(v) for v in gt[0])
         calib.sequences += 1
         for k, frame in enumerate(frames):
             if k == 0:
@@ -276,13 +296,14 @@ def model_samples(calib: CalibrationSet, model_name: str) -> tuple[list, Callabl
     raise ValueError(f"unknown model {model_name!r}")
 
 
-def quantize_model(model: ov.Model, model_name: str, calib: CalibrationSet, opts: QuantizeOptions) -> tuple[ov.Model, dict]:
-    """One graph through ``nncf.quantize``; returns the quantized graph and what was done."""
+def nncf_kwargs(model: ov.Model, opts: QuantizeOptions, advanced_key: str = "advanced_parameters") -> tuple[dict, int]:
+    """Keyword arguments of ``nncf.quantize`` (and of ``quantize_with_accuracy_control``, whose
+    advanced parameters are ``advanced_quantization_parameters``) for ``opts``, and the number
+    of ops kept float."""
     import nncf
 
-    samples, transform = model_samples(calib, model_name)
     ignored = head_ops(model) if opts.keep_head_float else []
-    kwargs: dict = {}
+    kwargs: dict = {"model_type": nncf.ModelType.TRANSFORMER, "fast_bias_correction": opts.fast_bias_correction}
     if ignored:
         kwargs["ignored_scope"] = nncf.IgnoredScope(names=ignored, validate=False)
     if opts.preset is not None:
@@ -290,16 +311,178 @@ def quantize_model(model: ov.Model, model_name: str, calib: CalibrationSet, opts
     if not opts.smooth_quant:
         from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
-        kwargs["advanced_parameters"] = AdvancedQuantizationParameters(
+        kwargs[advanced_key] = AdvancedQuantizationParameters(
             smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))
+    return kwargs, len(ignored)
+
+
+def quantize_model(model: ov.Model, model_name: str, calib: CalibrationSet, opts: QuantizeOptions) -> tuple[ov.Model, dict]:
+    """One graph through ``nncf.quantize``; returns the quantized graph and what was done."""
+    import nncf
+
+    samples, transform = model_samples(calib, model_name)
+    kwargs, n_ignored = nncf_kwargs(model, opts)
     subset = min(opts.subset_size, len(samples))
     t0 = time.perf_counter()
-    qmodel = nncf.quantize(model, nncf.Dataset(samples, transform), model_type=nncf.ModelType.TRANSFORMER,
-                           subset_size=subset, fast_bias_correction=opts.fast_bias_correction, **kwargs)
-    info = {"samples": subset, "ops_kept_float": len(ignored), "seconds": round(time.perf_counter() - t0, 2),
+    qmodel = nncf.quantize(model, nncf.Dataset(samples, transform), subset_size=subset, **kwargs)
+    info = {"samples": subset, "ops_kept_float": n_ignored, "seconds": round(time.perf_counter() - t0, 2),
             **quantization_stats(qmodel)}
     log.info("quantized %s: %s", model_name, info)
     return qmodel, info
+
+
+# -- accuracy control ------------------------------------------------------------------------
+@dataclass
+class ValSequence:
+    """A validation sequence held in memory: RGB frames and ground truth (N, 4)."""
+
+    name: str
+    frames: list[np.ndarray]
+    gt: np.ndarray
+
+
+def validation_config(dataset: str | None = None, sequences: int = 8, frames: int = 100, seed: int = 1,
+                      size: tuple[int, int] = (640, 480), max_sequences: int | None = None) -> CalibrationConfig:
+    """The validation split of accuracy control: ``sequences`` synthetic *eval*-split sequences
+    with ``seed`` (1: the training's validation seed; the scored benchmark is seed 0), or a dataset."""
+    return CalibrationConfig(dataset=dataset, synth_sequences=sequences, seed=seed, synth_size=size,
+                             frames_per_sequence=frames, max_sequences=max_sequences, split="eval", role="validation")
+
+
+def load_validation(cfg: CalibrationConfig) -> list[ValSequence]:
+    out = []
+    for seq in calibration_sequences(cfg):
+        frames, gt = seq.load()
+        frames = list(frames)
+        out.append(ValSequence(seq.name, frames, np.asarray(gt, dtype=np.float64)[:len(frames)]))
+    return out
+
+
+def track_auc(config: TrackerConfig, template_model, search_model, sequences: Iterable[ValSequence]) -> tuple[float, list[float]]:
+    """(mean success AUC, AUC per sequence) of the tracker loop over ``sequences`` with two
+    compiled graphs: NNCF's validation function, and the measure of every candidate."""
+    from edgetrack.metrics import evaluate_sequence
+
+    engine = OpenVINOEngine.from_compiled(config, template_model, search_model)
+    tracker = Tracker(engine)
+    per_seq = []
+    for seq in sequences:
+        boxes = np.zeros((len(seq.frames), 4))
+        tracker.init(seq.frames[0], tuple(float(v) for v in seq.gt[0]))
+        boxes[0] = seq.gt[0]
+        for k in range(1, len(seq.frames)):
+            boxes[k] = tracker.track(seq.frames[k])[0]
+        score = evaluate_sequence(boxes, seq.gt, name=seq.name)
+        per_seq.append(score.auc if score.n_scored else 0.0)
+    return (float(np.mean(per_seq)) if per_seq else float("nan")), per_seq
+
+
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}  # what NNCF's accuracy control compiles its candidates with
+
+
+@contextmanager
+def restorer_report() -> Iterator[dict]:
+    """Catch NNCF's accuracy-restorer report (which operations it reverted to float): NNCF
+    logs it and does not return it. ``box["report"]`` is set when the restorer ran."""
+    from nncf.quantization.algorithms.accuracy_control import algorithm as alg
+
+    cls = alg.QuantizationAccuracyRestorer
+    original = cls.__dict__.get("_print_report")
+    box: dict = {}
+    if original is None:  # another NNCF: the layers are not recorded
+        log.warning("accuracy control: this NNCF has no report hook; reverted layers are not recorded")
+        yield box
+        return
+
+    def capture(report, max_num_iterations):
+        box["report"] = report
+        return original.__func__(report, max_num_iterations)
+
+    cls._print_report = staticmethod(capture)
+    try:
+        yield box
+    finally:
+        cls._print_report = original
+
+
+def accuracy_controlled(src: Bundle, graphs: dict[str, ov.Model], calib: CalibrationSet, opts: QuantizeOptions,
+                        val: list[ValSequence], progress: ProgressFn | None = None) -> tuple[dict[str, ov.Model], dict]:
+    """Template encoder and search step with accuracy control (``opts.max_drop``, absolute AUC).
+
+    1. The template encoder is quantized as usual; if that alone costs more than half the
+       allowed drop (FP32 search step), it stays float.
+    2. The search step goes through ``nncf.quantize_with_accuracy_control`` with what is left
+       of the allowed drop; its validation function tracks ``val`` with the chosen template
+       encoder and the candidate search step. NNCF reverts the most sensitive operations to
+       float until the drop is within bounds.
+    Returns the graphs and the record for ``bundle.json``."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    assert opts.max_drop is not None
+    config = TrackerConfig.from_meta(src.meta)
+    core = ov.Core()
+    t0 = time.perf_counter()
+
+    def step(name: str, done: int) -> None:
+        if progress is not None:
+            progress("accuracy control", done, 4)
+        log.info("accuracy control: %s", name)
+
+    step("FP32 and int8-template AUC", 0)
+    t_fp, s_fp = graphs["template"], graphs["search"]
+    t_q, t_info = quantize_model(t_fp, "template", calib, opts)
+    t_fp_c, s_fp_c, t_q_c = (core.compile_model(m, "CPU", F32) for m in (t_fp, s_fp, t_q))
+    auc_fp32, _ = track_auc(config, t_fp_c, s_fp_c, val)
+    auc_t8, _ = track_auc(config, t_q_c, s_fp_c, val)
+    template_drop = auc_fp32 - auc_t8
+    keep_t8 = template_drop <= opts.max_drop / 2
+    t_final, t_final_c = (t_q, t_q_c) if keep_t8 else (t_fp, t_fp_c)
+    budget = opts.max_drop - max(0.0, template_drop) if keep_t8 else opts.max_drop
+    log.info("accuracy control: FP32 AUC %.4f, int8 template %.4f (drop %.4f): template %s; search step gets %.4f",
+             auc_fp32, auc_t8, template_drop, "int8" if keep_t8 else "float", budget)
+
+    step("search step (nncf.quantize_with_accuracy_control)", 1)
+    samples, transform = model_samples(calib, "search")
+    kwargs, n_ignored = nncf_kwargs(s_fp, opts, advanced_key="advanced_quantization_parameters")
+    subset = min(opts.subset_size, len(samples))
+    ts = time.perf_counter()
+    with restorer_report() as box:
+        s_q = nncf.quantize_with_accuracy_control(
+            s_fp, nncf.Dataset(samples, transform), nncf.Dataset(val),
+            lambda compiled, items: track_auc(config, t_final_c, compiled, items),
+            max_drop=budget, drop_type=nncf.DropType.ABSOLUTE, subset_size=subset,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(num_ranking_workers=1),
+            **kwargs)
+    s_info = {"samples": subset, "ops_kept_float": n_ignored, "seconds": round(time.perf_counter() - ts, 2),
+              **quantization_stats(s_q)}
+    report = box.get("report")
+    reverted = sorted({op.node_name for op in report.reverted_operations}) if report is not None else []
+
+    step("final AUC", 3)
+    auc_final, per_seq = track_auc(config, t_final_c, core.compile_model(s_q, "CPU", F32), val)
+    record = {
+        "max_drop": opts.max_drop, "drop_type": "absolute", "metric": "success AUC of the tracker loop",
+        "validation_sequences": [v.name for v in val], "validation_frames": int(sum(len(v.frames) for v in val)),
+        "inference_precision": "f32",
+        "auc_fp32": round(auc_fp32, 6), "auc_int8_template_only": round(auc_t8, 6),
+        "template": "int8" if keep_t8 else "float (int8 alone dropped the AUC by more than half of max_drop)",
+        "search_max_drop": round(budget, 6),
+        "search_reverted_layers": reverted,
+        "search_quantized_operations": getattr(report, "num_quantized_operations", None),
+        "restorer_ran": report is not None,
+        "reached_required_drop": (report.reached_required_drop if report is not None else True),
+        "auc_final": round(auc_final, 6), "drop_final": round(auc_fp32 - auc_final, 6),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    step("done", 4)
+    log.info("accuracy control: final AUC %.4f (drop %.4f), %d search layers reverted to float",
+             auc_final, auc_fp32 - auc_final, len(reverted))
+    if auc_fp32 - auc_final > opts.max_drop + 1e-9:
+        log.warning("accuracy control: the AUC drop %.4f is above --max-drop %.4f even with layers reverted",
+                    auc_fp32 - auc_final, opts.max_drop)
+    t_info.update(quantization_stats(t_final), accuracy_control="kept int8" if keep_t8 else "reverted to float")
+    return {"template": t_final, "search": s_q}, {"record": record, "models": {"template": t_info, "search": s_info}}
 
 
 def quantization_stats(model: ov.Model) -> dict:
@@ -322,6 +505,9 @@ def check_inputs(src_bundle_dir: str | Path, out_dir: str | Path, cfg: Calibrati
     src = Bundle.load(src_bundle_dir)
     if src.precision == "int8":
         raise QuantizeError(f"model bundle {src.path}: already int8; quantize its fp32 source bundle")
+    if opts.monolithic and not src.has("monolithic"):
+        raise QuantizeError(f"--monolithic: model bundle {src.path} has no monolithic model; convert it with "
+                            "`edgetrack convert --monolithic`")
     if Path(out_dir).resolve() == src.path.resolve():
         raise QuantizeError(f"-o {out_dir}: is the source bundle; write the int8 bundle to another folder")
     check_bundle_output(out_dir, option="-o")
@@ -357,9 +543,12 @@ def int8_meta(src: Bundle, cfg: CalibrationConfig, opts: QuantizeOptions, calib:
 
 def quantize_bundle(src_bundle_dir: str | Path, out_dir: str | Path, calibration: CalibrationConfig | None = None,
                     subset_size: int | None = None, options: QuantizeOptions | None = None,
-                    progress: ProgressFn | None = None, force: bool = True) -> Bundle:
-    """An INT8 copy of a bundle: every graph (template, search, monolithic) quantized by NNCF
-    on inputs captured from the source bundle's tracker. Written atomically to ``out_dir``."""
+                    progress: ProgressFn | None = None, force: bool = True,
+                    validation: CalibrationConfig | None = None) -> Bundle:
+    """An INT8 copy of a bundle: the template encoder and the search step (and, with
+    ``options.monolithic``, the monolithic graph) quantized by NNCF on inputs captured from the
+    source bundle's tracker. ``options.max_drop``: accuracy control on ``validation``
+    (default: ``validation_config()``). Written atomically to ``out_dir``."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     cfg = calibration or CalibrationConfig()
@@ -367,24 +556,40 @@ def quantize_bundle(src_bundle_dir: str | Path, out_dir: str | Path, calibration
     if subset_size is not None:
         opts.subset_size = subset_size
     src = check_inputs(src_bundle_dir, out_dir, cfg, opts)
+    val_cfg = validation or validation_config()
+    if opts.max_drop is not None:
+        val_cfg.check()
     calib = capture_calibration(src, cfg, opts.subset_size, progress)
+    val = load_validation(val_cfg) if opts.max_drop is not None else []
 
-    models = [m for m in MODEL_NAMES if src.has(m)]
+    models = [m for m in MODEL_NAMES if src.has(m) and (m != "monolithic" or opts.monolithic)]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
     try:
         per_model = {}
         core = ov.Core()
+        controlled: dict[str, ov.Model] = {}
+        record = None
+        if opts.max_drop is not None:
+            graphs = {n: core.read_model(src.model_xml(n)) for n in ("template", "search")}
+            controlled, ac = accuracy_controlled(src, graphs, calib, opts, val, progress)
+            per_model.update(ac["models"])
+            record = ac["record"]
         for i, name in enumerate(models):
             if progress is not None:
                 progress("quantizing models", i, len(models))
-            qmodel, per_model[name] = quantize_model(core.read_model(src.model_xml(name)), name, calib, opts)
-            if per_model[name]["fake_quantize"] + per_model[name]["fake_convert"] == 0:
+            if name in controlled:
+                qmodel = controlled[name]
+            else:
+                qmodel, per_model[name] = quantize_model(core.read_model(src.model_xml(name)), name, calib, opts)
+            if per_model[name]["fake_quantize"] + per_model[name]["fake_convert"] == 0 and name not in controlled:
                 raise QuantizeError(f"model bundle {src.path}: NNCF left the {name} model unquantized")
             ov.save_model(qmodel, tmp / f"{name}.xml", compress_to_fp16=False)
         if progress is not None:
             progress("quantizing models", len(models), len(models))
         meta = int8_meta(src, cfg, opts, calib, per_model, time.perf_counter() - t0)
+        if record is not None:
+            meta["provenance"]["quantization"]["accuracy_control"] = {**record, "validation": val_cfg.describe()}
         bundle = finalize_bundle(tmp, out_dir, meta, overwrite=force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

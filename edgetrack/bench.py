@@ -1,5 +1,9 @@
 """Latency benchmark of bundles (template encoder, search step, monolithic) and the torch
-FP32 reference. Figures are medians of one run on one machine; compare ratios, not runs."""
+FP32 reference. Figures are medians of one run on one machine; compare ratios, not runs.
+
+Each bundle variant also gets its MAC count (from the graph's shapes), the GMAC/s it achieves
+and, given the machine's peak (``edgetrack.peak.measure_peak``), the percentage of the peak
+of the precision it runs in (f32, bf16 or int8)."""
 from __future__ import annotations
 
 import logging
@@ -27,6 +31,10 @@ class BenchResult:
     variant: str
     latency_ms: dict
     fps: float
+    runs_as: str | None = None  # the plugin's precision: f32, bf16, int8 (int8 bundles); None for torch
+    gmac: float | None = None  # multiply-accumulates per call, from the graph's shapes
+    gmac_per_s: float | None = None  # gmac / median latency
+    peak_pct: float | None = None  # gmac_per_s as % of the measured peak of ``runs_as``
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,9 +77,16 @@ def time_call(fn: Callable[[], object], iterations: int, warmup: int,
     return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))}
 
 
-def _result(name, precision, variant, lat) -> BenchResult:
-    return BenchResult(name, precision, variant, {k: round(v, 3) for k, v in lat.items()},
-                       round(1000.0 / lat["median"], 2))
+def _result(name, precision, variant, lat, runs_as: str | None = None, macs: int | None = None,
+            peak: dict | None = None) -> BenchResult:
+    res = BenchResult(name, precision, variant, {k: round(v, 3) for k, v in lat.items()},
+                      round(1000.0 / lat["median"], 2), runs_as)
+    if macs:
+        res.gmac = round(macs / 1e9, 4)
+        res.gmac_per_s = round(macs / 1e9 / (lat["median"] / 1000), 2)
+        if peak and runs_as in peak and peak[runs_as] > 0:
+            res.peak_pct = round(100.0 * res.gmac_per_s / peak[runs_as], 1)
+    return res
 
 
 def _random_inputs(model, rng) -> dict:
@@ -94,9 +109,14 @@ def _compile(bundle: Bundle, model_name: str, device: str, props: dict):
 
 
 def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, warmup: int = 10,
-                 inference_precision: str | None = None, progress: ProgressFn | None = None) -> list[BenchResult]:
-    """Template encoder, search step (split: template once, search per frame), monolithic.
-    ``progress(stage, done, total)`` reports the calls of each variant."""
+                 inference_precision: str | None = None, progress: ProgressFn | None = None,
+                 peak: dict[str, float] | None = None) -> list[BenchResult]:
+    """Template encoder, search step (split: template once, search per frame), monolithic
+    (when the bundle has it: ``edgetrack convert --monolithic``).
+    ``progress(stage, done, total)`` reports the calls of each variant; ``peak``
+    (``{"f32"|"bf16"|"int8": GMAC/s}``, see ``edgetrack.peak``) adds the % of peak."""
+    from edgetrack.peak import model_macs, runtime_precision
+
     check_counts(iterations, warmup)
     device = resolve_device(device)
     props = compile_config(bundle.precision, device, inference_precision)
@@ -106,6 +126,9 @@ def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, war
         if not bundle.has(model_name):
             if bundle.listed(model_name):
                 log.warning("model bundle %s: the %s model's files are not there; not timed", bundle.path, model_name)
+            else:
+                log.info("model bundle %s: no %s model (convert/quantize with --monolithic to time it)",
+                         bundle.path, model_name)
             continue
         stage = f"{bundle.path.name} {variant}"
         if progress is not None:
@@ -122,7 +145,9 @@ def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, war
             treq.infer()
             req.get_tensor("template_kv").data[...] = treq.get_tensor("template_kv").data
         lat = time_call(req.infer, iterations, warmup, _stage(progress, stage))
-        out.append(_result(bundle.arch, bundle.precision, variant, lat))
+        runs_as = "int8" if bundle.precision == "int8" else runtime_precision(compiled)
+        macs = model_macs(core().read_model(str(bundle.model_xml(model_name))))
+        out.append(_result(bundle.arch, bundle.precision, variant, lat, runs_as, macs, peak))
         log.info("%s %s %s: median %.2f ms", bundle.arch, bundle.precision, variant, lat["median"])
     return out
 

@@ -53,6 +53,12 @@ def quantize_cmd(
     quantize_head: bool = typer.Option(False, "--quantize-head", help="Quantize the box/score heads too (default: keep them float)."),
     smooth_quant: bool = typer.Option(True, "--smooth-quant/--no-smooth-quant", help="NNCF's SmoothQuant step for transformers."),
     fast_bias_correction: bool = typer.Option(True, "--fast-bias-correction/--bias-correction", help="Fast (default) or full bias correction (slower)."),
+    monolithic: bool = typer.Option(False, "--monolithic", help="Also quantize the source's monolithic graph (comparison only; shipped bundles leave it out)."),
+    max_drop: Optional[float] = typer.Option(None, "--max-drop", help="Accuracy control: the largest allowed drop of tracking AUC (absolute, e.g. 0.005) on the validation split; NNCF reverts the most sensitive layers of the search step to float."),
+    val: Optional[str] = typer.Option(None, "--val", help=f"With --max-drop: validate on a dataset instead of synthetic eval-split sequences (seed 1). {DATASET_HELP}"),
+    val_synth: int = typer.Option(8, "--val-synth", help="With --max-drop: synthetic validation sequences (eval split, seed 1; the scored benchmark is seed 0)."),
+    val_frames: int = typer.Option(100, "--val-frames", help="With --max-drop: frames tracked per validation sequence."),
+    val_sequences: Optional[int] = typer.Option(None, "--val-sequences", help="With --max-drop and --val: use at most this many sequences (evenly spread)."),
 ) -> None:
     """Quantize a bundle to INT8 with NNCF, calibrated on the crops its own tracker produces.
 
@@ -63,26 +69,37 @@ def quantize_cmd(
         edgetrack quantize models/s-fp32 -o models/s-int8
 
         edgetrack quantize models/s-fp32 -o models/s-int8 --calib got10k-train:/data/GOT-10k --calib-sequences 50
+
+        edgetrack quantize models/s-fp32 -o models/s-int8-ac --max-drop 0.005 --val-synth 8 --val-frames 100
     """
-    from conversion.quantize import CalibrationConfig, QuantizeOptions, check_inputs, quantize_bundle
+    from conversion.quantize import CalibrationConfig, QuantizeOptions, check_inputs, quantize_bundle, validation_config
 
     cfg = CalibrationConfig(dataset=calib, synth_sequences=calib_synth, seed=seed, frames_per_sequence=frames,
                             max_sequences=calib_sequences)
     opts = QuantizeOptions(subset_size=subset_size, preset=preset, fast_bias_correction=fast_bias_correction,
-                           smooth_quant=smooth_quant, keep_head_float=not quantize_head)
+                           smooth_quant=smooth_quant, keep_head_float=not quantize_head, monolithic=monolithic,
+                           max_drop=max_drop)
+    val_cfg = validation_config(val, val_synth, val_frames, max_sequences=val_sequences)
     check_inputs(src, output, cfg, opts)  # bad input fails before nncf is imported
+    if max_drop is not None:
+        val_cfg.check()
     require_nncf("quantize")
     import nncf
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # NNCF logs every op at INFO; --verbose shows it
         nncf.set_log_level(logging.WARNING)
     with progress_bars() as progress:
-        out = quantize_bundle(src, output, cfg, options=opts, progress=progress)
+        out = quantize_bundle(src, output, cfg, options=opts, progress=progress, validation=val_cfg)
     prov = out.meta["provenance"]
     c, q = prov["calibration"], prov["quantization"]
     typer.echo(f"wrote {out.path} ({out.arch}, int8) in {q['seconds']:.0f} s: calibrated on "
                f"{c['search_samples']} search / {c['template_samples']} template samples from "
                f"{c['sequences_tracked']} sequences")
+    ac = q.get("accuracy_control")
+    if ac:
+        typer.echo(f"accuracy control: AUC {ac['auc_fp32']:.4f} (FP32) -> {ac['auc_final']:.4f} "
+                   f"(drop {ac['drop_final']:+.4f}, allowed {ac['max_drop']}); template {ac['template']}; "
+                   f"{len(ac['search_reverted_layers'])} search-step layers reverted to float")
 
 
 def report_cmd(
@@ -94,10 +111,13 @@ def report_cmd(
     warmup: int = typer.Option(10, "--warmup", help="Untimed calls first."),
     workers: int = typer.Option(1, "--workers", "-j", help="Sequences evaluated in parallel processes."),
     record: bool = typer.Option(True, "--record/--no-record", help="Write accuracy/latency into each bundle.json."),
+    peak: bool = typer.Option(True, "--peak/--no-peak", help="Measure the machine's peak MatMul GMAC/s (f32, bf16, int8) for the % of peak column."),
+    peak_size: int = typer.Option(1024, "--peak-size", help="The peak MatMul is N x N x N."),
+    profile: bool = typer.Option(True, "--profile/--no-profile", help="Per-node precision of each search step (OpenVINO PERF_COUNT)."),
 ) -> None:
-    """Accuracy vs speed of several bundles of one model: AUC, P@20, NP@0.2, ΔAUC, box agreement with the reference, template/search latency and speed-up.
+    """Accuracy vs speed of several bundles of one model: AUC, P@20, NP@0.2, ΔAUC, box agreement with the reference, track() FPS, search-step latency p50/p90, bundle size, % of the machine's peak, an AUC-vs-FPS plot and which nodes run int8/bf16/f32.
 
-    Evaluation results go to <out>/results/<bundle>/ (resumable: finished sequences are skipped); the report to <out>/report.md and <out>/report.json.
+    Evaluation results go to <out>/results/<bundle>/ (resumable: finished sequences are skipped); the report to <out>/report.md, report.json, report.png and a self-contained report.html.
 
     Example:
 
@@ -109,9 +129,11 @@ def report_cmd(
         raise EdgetrackError("no --model given: pass the reference bundle first, then the others")
     with progress_bars() as progress:
         rep = build_report(model, dataset, out, device=device, iterations=iterations, warmup=warmup,
-                           workers=workers, record=record, progress=progress)
+                           workers=workers, record=record, progress=progress, peak=peak, peak_size=peak_size,
+                           profile=profile)
     typer.echo(rep.markdown())
-    typer.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}")
+    typer.echo(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'report.json'}"
+               + (f", {out / 'report.png'}" if (out / "report.png").is_file() else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -161,6 +161,20 @@ class OpenVINOEngine:
         self.template_model = self.compile("template")
         self.search_model = self.compile("search")
         self._check_io()
+        self._bind()
+
+    @classmethod
+    def from_compiled(cls, config: TrackerConfig, template_model, search_model) -> "OpenVINOEngine":
+        """An engine over a template encoder and a search step compiled elsewhere (for example
+        the candidate graphs of NNCF's accuracy control); no bundle behind it."""
+        self = cls.__new__(cls)
+        self.bundle, self.config, self.device = None, config, "CPU"
+        self.inference_precision, self.cache_dir, self.loaded_from_cache = None, None, {}
+        self.template_model, self.search_model = template_model, search_model
+        self._bind()
+        return self
+
+    def _bind(self) -> None:
         self.template_request = self.template_model.create_infer_request()
         self.search_request = self.search_model.create_infer_request()
         # bind once: the encoder's output tensor is the search step's input

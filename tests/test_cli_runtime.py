@@ -141,7 +141,8 @@ def test_bench_json(tiny_bundle, tmp_path):
     variants = {r["variant"] for r in rep["results"]}
     assert variants == {"torch-monolithic", "torch-split", "template", "split", "monolithic"}
     for r in rep["results"]:
-        assert set(r) == {"name", "precision", "variant", "latency_ms", "fps"}
+        assert set(r) == {"name", "precision", "variant", "latency_ms", "fps", "runs_as", "gmac", "gmac_per_s", "peak_pct"}
+        assert (r["gmac"] is None) == r["variant"].startswith("torch") and r["peak_pct"] is None
         assert 0 < r["latency_ms"]["median"] <= r["latency_ms"]["p90"]
         assert r["fps"] == pytest.approx(1000 / r["latency_ms"]["median"], rel=0.01)
     assert "split" in p.stdout

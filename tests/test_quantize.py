@@ -31,9 +31,11 @@ def calib_config(seed: int = 0, n: int = 3, frames: int = 8):
 
 @pytest.fixture(scope="module")
 def int8_bundle(tiny_bundle, tmp_path_factory) -> Bundle:
-    from conversion.quantize import quantize_bundle
+    from conversion.quantize import QuantizeOptions, quantize_bundle
 
-    return quantize_bundle(tiny_bundle.path, tmp_path_factory.mktemp("q") / "tiny-int8", calib_config(), subset_size=30)
+    # with the monolithic graph (asked for: left out by default), which the graph tests compare
+    return quantize_bundle(tiny_bundle.path, tmp_path_factory.mktemp("q") / "tiny-int8", calib_config(), subset_size=30,
+                           options=QuantizeOptions(monolithic=True))
 
 
 def edgetrack(*args):
@@ -196,7 +198,8 @@ def test_provenance_recorded(tiny_bundle, int8_bundle):
     assert cal["search_samples"] == 21 and cal["template_samples"] == 3 + 21
     q = prov["quantization"]
     assert q["nncf_version"] == nncf.__version__ and q["model_type"] == "transformer"
-    assert q["subset_size"] == 30 and q["keep_head_float"] is True
+    assert q["subset_size"] == 30 and q["keep_head_float"] is True and q["monolithic"] is True
+    assert q["max_drop"] is None and "accuracy_control" not in q
     assert set(q["models"]) == {"template", "search", "monolithic"}
     assert q["models"]["search"]["samples"] == 21 and q["models"]["template"]["samples"] == 24
     assert prov["created"][:4].isdigit() and q["seconds"] > 0
@@ -239,11 +242,15 @@ def test_quantize_cli(tiny_bundle, int8_bundle, tmp_path):
     assert meta["precision"] == "int8" and prov["calibration"]["seed"] == 5
     assert prov["calibration"]["search_samples"] == 6 and prov["quantization"]["keep_head_float"] is False
     assert prov["quantization"]["models"]["search"]["ops_kept_float"] == 0
+    assert set(meta["files"]) == {f"{m}.{e}" for m in ("template", "search") for e in ("xml", "bin")}  # no monolithic
+    assert not (out / "monolithic.xml").exists()
     for args, msg in [
         ((tmp_path, "-o", tmp_path / "y"), "no bundle.json in it"),
         ((int8_bundle.path, "-o", tmp_path / "y"), "already int8"),
         ((tiny_bundle.path, "-o", tmp_path / "y", "--calib-synth", "0"), "--calib-synth 0"),
         ((tiny_bundle.path, "-o", tmp_path / "y", "--calib", "nokind:/x"), "dataset kind 'nokind'"),
+        ((tiny_bundle.path, "-o", tmp_path / "y", "--max-drop", "-0.1"), "--max-drop -0.1"),
+        ((tiny_bundle.path, "-o", tmp_path / "y", "--max-drop", "0.01", "--val-synth", "0"), "--val-synth 0"),
     ]:
         assert_one_line_error(edgetrack("quantize", *args), msg)
     assert not (tmp_path / "y").exists()
@@ -286,7 +293,7 @@ def test_report_rows_match_metrics_and_are_recorded(tiny_bundle, int8_bundle, sy
     shutil.copytree(tiny_bundle.path, ref)
     shutil.copytree(int8_bundle.path, q8)
     out = tmp_path / "rep"
-    rep = build_report([ref, q8], synth_eval, out, iterations=5, warmup=1)
+    rep = build_report([ref, q8], synth_eval, out, iterations=5, warmup=1, peak_size=128)
 
     seqs = load_dataset(synth_eval)
     data = json.loads((out / "report.json").read_text())
@@ -318,12 +325,12 @@ def test_report_rows_match_metrics_and_are_recorded(tiny_bundle, int8_bundle, sy
 
     # resumable: a second run does not track again; results of another bundle are refused
     stamps = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.txt")}
-    build_report([ref, q8], synth_eval, out, iterations=2, warmup=0, record=False)
+    build_report([ref, q8], synth_eval, out, iterations=2, warmup=0, record=False, peak=False, profile=False)
     assert {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*.txt")} == stamps
     impostor = tmp_path / "other" / "tiny-fp32"  # same label, other bundle
     shutil.copytree(int8_bundle.path, impostor)
     with pytest.raises(EdgetrackError, match="results of another bundle"):
-        build_report([impostor], synth_eval, out, iterations=2, warmup=0, record=False)
+        build_report([impostor], synth_eval, out, iterations=2, warmup=0, record=False, peak=False, profile=False)
 
 
 def test_report_cli_bad_input(tiny_bundle, synth_eval, tmp_path):
@@ -344,9 +351,131 @@ def test_report_is_torch_free(tiny_bundle, synth_eval, tmp_path):
     code = ("import sys; sys.modules['torch'] = None; sys.modules['nncf'] = None\n"
             "from edgetrack.report import build_report\n"
             f"build_report([{str(tiny_bundle.path)!r}], {synth_eval!r}, {str(tmp_path / 'r')!r}, iterations=2,"
-            " warmup=0, record=False)\n"
+            " warmup=0, record=False, peak_size=64)\n"
             "assert 'training' not in sys.modules and 'conversion' not in sys.modules\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "r" / "report.md").is_file()
+
+
+# -- issue 10: monolithic optional, accuracy control, peak, the report's HTML ----------------
+def test_monolithic_graph_is_optional(tiny_bundle, tmp_path, caplog):
+    """convert/export and quantize leave the monolithic graph out unless asked; what needs it
+    (bench, quantize --monolithic) asks for it or says it is not there. (That quantize leaves
+    it out by default: test_quantize_cli and the accuracy-control test.)"""
+    import inspect
+    import logging
+
+    from conversion.export import convert_checkpoint, export_bundle
+    from conversion.quantize import QuantizeError, QuantizeOptions, quantize_bundle
+    from edgetrack.bench import bench_bundle
+    from edgetrack.bundle import write_json_atomic
+    from edgetrack.default_model import build_default_bundle
+
+    for fn in (export_bundle, convert_checkpoint):
+        assert inspect.signature(fn).parameters["monolithic"].default is False
+    assert "monolithic=False" in inspect.getsource(build_default_bundle)
+    assert tiny_bundle.has("monolithic")  # the fixture asked for it
+    plain = tmp_path / "plain"  # what convert writes by default: no monolithic graph
+    shutil.copytree(tiny_bundle.path, plain)
+    meta = json.loads((plain / "bundle.json").read_text())
+    for ext in ("xml", "bin"):
+        (plain / f"monolithic.{ext}").unlink()
+        del meta["files"][f"monolithic.{ext}"]
+    write_json_atomic(plain / "bundle.json", meta)
+    b = Bundle.load(plain)
+    with pytest.raises(QuantizeError, match="has no monolithic model; convert it with `edgetrack convert --monolithic`"):
+        quantize_bundle(plain, tmp_path / "q", calib_config(n=1, frames=3), options=QuantizeOptions(monolithic=True))
+    with caplog.at_level(logging.INFO, logger="edgetrack.bench"):
+        variants = {r.variant for r in bench_bundle(b, iterations=1, warmup=0)}
+    assert variants == {"template", "split"} and "no monolithic model (convert/quantize with --monolithic" in caplog.text
+
+
+def test_accuracy_control_keeps_the_drop_within_bounds(tiny_bundle, tmp_path):
+    """--max-drop: the int8 bundle's tracking AUC on the validation split stays within the drop
+    (re-measured from the files written), and what NNCF reverted is in bundle.json."""
+    from conversion.quantize import (F32, QuantizeOptions, load_validation, quantize_bundle, track_auc,
+                                     validation_config)
+    from edgetrack.engine import TrackerConfig
+
+    val_cfg = validation_config(sequences=2, frames=8, size=SMALL)
+    out = quantize_bundle(tiny_bundle.path, tmp_path / "ac", calib_config(n=1, frames=8), subset_size=10,
+                          options=QuantizeOptions(max_drop=0.0), validation=val_cfg)
+    ac = Bundle.load(out.path).meta["provenance"]["quantization"]["accuracy_control"]
+    assert ac["max_drop"] == 0.0 and ac["validation"]["split"] == "eval" and ac["validation"]["seed"] == 1
+    assert ac["validation_sequences"] == ["synth-eval-0000", "synth-eval-0001"] and ac["validation_frames"] == 16
+    assert ac["drop_final"] <= 0.0 + 1e-9 and ac["reached_required_drop"]
+    assert isinstance(ac["search_reverted_layers"], list)
+    core = ov.Core()
+    src_ops = {op.get_friendly_name() for op in core.read_model(tiny_bundle.model_xml("search")).get_ordered_ops()}
+    assert set(ac["search_reverted_layers"]) <= src_ops  # named after the source graph's ops
+    if ac["restorer_ran"]:
+        assert ac["search_reverted_layers"] and ac["search_quantized_operations"] >= len(ac["search_reverted_layers"])
+    # the files on disk give the recorded AUC
+    val = load_validation(val_cfg)
+    fp32, _ = track_auc(TrackerConfig.from_meta(tiny_bundle.meta), *(core.compile_model(tiny_bundle.model_xml(m), "CPU", F32)
+                                                                      for m in ("template", "search")), val)
+    final, per_seq = track_auc(TrackerConfig.from_meta(out.meta), *(core.compile_model(out.model_xml(m), "CPU", F32)
+                                                                    for m in ("template", "search")), val)
+    assert fp32 == pytest.approx(ac["auc_fp32"], abs=1e-6) and final == pytest.approx(ac["auc_final"], abs=1e-6)
+    assert final >= fp32 - 1e-9 and len(per_seq) == 2
+    assert "monolithic.xml" not in out.meta["files"]
+
+
+def test_peak_and_mac_count(tiny_bundle, tmp_path):
+    from edgetrack.peak import kernel_precision, matmul_model, measure_peak, model_macs, peak_table
+
+    assert model_macs(matmul_model(8, 16, 32, "f32")) == model_macs(matmul_model(8, 16, 32, "int8")) == 8 * 16 * 32
+    search = ov.Core().read_model(tiny_bundle.model_xml("search"))
+    cfg = tiny_bundle.meta["config"]
+    # at least the patch embedding of the search crop and the backbone's linear layers on its tokens
+    n_s = (cfg["search_size"] // cfg["patch_size"]) ** 2
+    assert model_macs(search) > n_s * cfg["embed_dim"] * (3 * cfg["patch_size"] ** 2 + 4 * cfg["embed_dim"])
+    peak = measure_peak(64, iterations=2, warmup=1)
+    assert set(peak) == {"f32", "bf16", "int8"} and all(p.gmac_per_s > 0 for p in peak.values())
+    assert set(peak_table(peak)) >= {"f32", "int8"}
+    assert kernel_precision("brgemm_avx512_amx_I8") == "int8" and kernel_precision("jit_avx2_f32") == "f32"
+    assert kernel_precision("brgemm_avx512_amx_BF16") == "bf16" and kernel_precision("undef") == "other"
+    # bench --peak: every bundle variant gets its % of the peak of the precision it runs in
+    p = edgetrack("bench", "--peak", "--peak-size", "64", "-m", tiny_bundle.path, "-n", "2", "--warmup", "0",
+                  "--no-torch", "--json", tmp_path / "b.json")
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert set(rep["peak"]) == {"f32", "bf16", "int8"}
+    for r in rep["results"]:
+        assert r["runs_as"] == "f32" and r["gmac"] > 0 and r["peak_pct"] > 0
+        assert r["peak_pct"] == pytest.approx(100 * r["gmac_per_s"] / rep["peak"]["f32"]["gmac_per_s"], rel=0.02)
+    assert "GMAC/s" in p.stdout and "% peak" in p.stdout
+    assert_one_line_error(edgetrack("bench", "--peak", "--peak-size", "4"), "--peak-size 4")
+    assert_one_line_error(edgetrack("bench"), "no --model given")
+
+
+def test_report_html_holds_the_table_and_the_plot(tiny_bundle, int8_bundle, synth_eval, tmp_path):
+    import base64
+    import re
+
+    from edgetrack.report import build_report
+
+    out = tmp_path / "rep"
+    rep = build_report([tiny_bundle.path, int8_bundle.path], synth_eval, out, iterations=3, warmup=0, record=False,
+                       peak_size=64)
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!DOCTYPE html>") and "</html>" in html
+    assert not re.search(r"(src|href)=\"(?!data:)", html)  # self-contained: nothing to fetch
+    table = re.search(r'<table id="shipping">(.*?)</table>', html, re.S).group(1)
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
+    assert len(rows) == 3  # head + FP32 + INT8
+    for col in ("AUC", "P@20", "ΔAUC vs ref", "box IoU vs ref", "track() FPS", "search p50 ms", "search p90 ms",
+                "bundle MB", "% of peak"):
+        assert f"<th>{col}</th>" in rows[0], col
+    assert "<td>FP32</td>" in rows[1] and "<td>INT8</td>" in rows[2]
+    assert f"<td>{rep.rows[1].auc:.4f}</td>" in rows[2] and "% of int8</td>" in rows[2]
+    png = base64.b64decode(re.search(r'<img id="plot" [^>]*src="data:image/png;base64,([^"]+)"', html).group(1))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and png == (out / "report.png").read_bytes()
+    assert '<table id="peak">' in html and "Per-node precision: tiny-int8 search step" in html
+    prof = rep.rows[1].profile
+    assert prof["by_precision"]["int8"]["nodes"] > 0 and rep.rows[0].profile["by_precision"].get("int8") is None
+    md = (out / "report.md").read_text()
+    assert "## Shipping table" in md and "![AUC vs track() FPS](report.png)" in md
+    assert rep.rows[1].bundle_mb < rep.rows[0].bundle_mb
