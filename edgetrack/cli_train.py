@@ -57,9 +57,40 @@ def _need(value, option: str, stage: str):
     return value
 
 
+def _check(opts: dict) -> None:
+    """Bad numbers given on the command line: one clear line each."""
+    for name in ("steps", "batch_size", "log_every", "checkpoint_every", "synth_frames", "max_steps",
+                 "val_sequences"):
+        v = opts.get(name)
+        if v is not None and v < 1:
+            raise EdgetrackError(f"--{name.replace('_', '-')} {v}: expected at least 1")
+    for name in ("grad_clip", "warmup_steps", "jitter_ramp", "val_every", "backbone_lr_mult", "workers"):
+        v = opts.get(name)
+        if v is not None and not v >= 0:
+            raise EdgetrackError(f"--{name.replace('_', '-')} {v}: expected >= 0")
+    if opts.get("lr") is not None and not opts["lr"] > 0:
+        raise EdgetrackError(f"--lr {opts['lr']}: expected a positive learning rate")
+    if opts.get("time_budget") is not None and not opts["time_budget"] > 0:
+        raise EdgetrackError(f"--time-budget {opts['time_budget']}: expected a positive number of seconds")
+    if opts.get("synth") is not None and opts["synth"] < 1:
+        raise EdgetrackError(f"--synth {opts['synth']}: expected at least 1 sequence")
+
+
+SCHEDULE_FLAGS = ("steps", "batch_size", "lr", "seed", "threads", "log_every", "checkpoint_every", "backbone_lr_mult",
+                  "grad_clip", "warmup_steps", "lr_schedule", "device", "amp", "workers", "time_budget")
+CLI_DEFAULTS = {"steps": 1000, "batch_size": 16, "seed": 0, "device": "cpu", "workers": 0, "log_every": 10,
+                "checkpoint_every": 200}
+
+
 def train_cmd(
-    stage: str = typer.Argument(..., help="teacher | dense-to-sparse | deep-to-shallow | score"),
+    stage: Optional[str] = typer.Argument(None, help="teacher | dense-to-sparse | deep-to-shallow | score "
+                                          "(with --recipe: the recipe's)"),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint to write (.pth)."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="One-stage recipe file (JSON) with the reference's "
+                                          "numbers, e.g. mixformerv2-s/stage2.json (looked up in training/recipes/ "
+                                          "too); flags given here override it."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Dry run: train N steps into a temporary "
+                                            "folder, print samples/s and the time the whole stage would take here."),
     arch: Optional[str] = typer.Option(None, "--arch", help="teacher: the MixViT configuration (default mixvit-mini); "
                                        "other stages: the architecture of a --teacher/--init file that has no config."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="dense-to-sparse: the MixViT teacher checkpoint; "
@@ -69,19 +100,24 @@ def train_cmd(
                                         "score: the model whose score head is trained."),
     student_arch: Optional[str] = typer.Option(None, "--student-arch", help="dense-to-sparse: the student (default: "
                                                "the teacher's backbone); deep-to-shallow: the shallower configuration."),
-    data: Optional[str] = typer.Option(None, "--data", help="Dataset spec, e.g. got10k-train:/data/got10k."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset spec, e.g. got10k-train:/data/got10k "
+                                       "(replaces a recipe's data mix)."),
     synth: Optional[int] = typer.Option(None, "--synth", help="Use N synthetic train-split sequences (in memory)."),
     synth_size: str = typer.Option("320x240", "--synth-size", help="Synthetic frame size WxH."),
     synth_frames: int = typer.Option(60, "--synth-frames", help="Frames per synthetic sequence."),
-    steps: int = typer.Option(1000, "--steps", help="Optimiser steps."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Samples per step."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default 1000; a recipe's: its "
+                                        "epochs x samples per epoch / batch size)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per step, all processes together "
+                                             "(default 16)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: the reference's, 4e-4; score 1e-4)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and the sampler."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initialisation and the sampler (default 0)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's)."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | cuda:N | auto (cuda when there is one)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda | cuda:N | auto (cuda when there is one); "
+                                         "default cpu. Under torchrun cuda is the process's own GPU."),
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (default: on for CUDA, "
                                        "and on CPUs with native bf16; AVX2-only CPUs emulate bf16 and run slower)."),
-    fade_fraction: float = typer.Option(40 / 45, "--fade-fraction", help="deep-to-shallow: share of the steps over which layers fade."),
+    fade_fraction: Optional[float] = typer.Option(None, "--fade-fraction", help="deep-to-shallow: share of the steps "
+                                                  "over which layers fade (default 40/45)."),
     remove_layers: Optional[str] = typer.Option(None, "--remove-layers", help="deep-to-shallow: layers to drop, e.g. 0,3 (default: evenly spaced)."),
     backbone_lr_mult: Optional[float] = typer.Option(None, "--backbone-lr-mult", help="Backbone lr multiplier "
                                                      "(reference 0.1, for an MAE-pretrained backbone; from scratch 1.0)."),
@@ -92,85 +128,128 @@ def train_cmd(
     search_jitter_start: Optional[float] = typer.Option(None, "--search-jitter-start", help="Curriculum: the jitter "
                                                         "at step 0, growing linearly to --search-jitter over --jitter-ramp steps."),
     jitter_ramp: int = typer.Option(0, "--jitter-ramp", help="Curriculum length in steps (0 = fixed jitter)."),
-    val_every: int = typer.Option(0, "--val-every", help="Run the real tracker over validation sequences every N "
-                                  "steps and keep OUT.best.pth by AUC (0 = off)."),
-    val_sequences: int = typer.Option(12, "--val-sequences", help="Validation sequences (synthetic eval-split "
-                                      "photos, seed 1: never the scored seed-0 sequences)."),
+    val_every: Optional[int] = typer.Option(None, "--val-every", help="Run the real tracker over validation sequences "
+                                            "every N steps and keep OUT.best.pth by AUC (0 = off, the default)."),
+    val_sequences: Optional[int] = typer.Option(None, "--val-sequences", help="Validation sequences (synthetic "
+                                                "eval-split photos, seed 1: never the scored seed-0 sequences; default 12)."),
     val_data: Optional[str] = typer.Option(None, "--val-data", help="Validate on this dataset spec instead."),
-    workers: int = typer.Option(0, "--workers", help="Processes that make the batches (and generate --synth "
-                                "sequences) beside the training process; 0 = none. On a GPU machine use most cores."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Processes that make the batches (and generate --synth "
+                                          "sequences) beside each training process; 0 = none. On a GPU machine use most cores."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="End the stage after this many seconds "
                                                 "of training even before --steps (the lr schedule follows whichever is "
                                                 "further along)."),
-    log_every: int = typer.Option(10, "--log-every", help="Log the losses every N steps."),
-    checkpoint_every: int = typer.Option(200, "--checkpoint-every", help="Write the resume checkpoint every N steps."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="Log the losses every N steps (default 10)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Write the resume checkpoint every "
+                                                   "N steps (default 200)."),
 ) -> None:
-    if stage not in STAGES:
+    opts = {k: v for k, v in locals().items() if v is not None}
+    _check(opts)
+    if stage is not None and stage not in STAGES:
         raise EdgetrackError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
-    if (data is None) == (synth is None):
+    if stage is None and recipe is None:
+        raise EdgetrackError(f"give a stage ({', '.join(STAGES)}) or --recipe FILE")
+    if data is not None and synth is not None:
         raise EdgetrackError("give exactly one of --data SPEC or --synth N")
-    if synth is not None and synth < 1:
-        raise EdgetrackError(f"--synth {synth}: expected at least 1 sequence")
-    for name, v in (("--steps", steps), ("--batch-size", batch_size), ("--log-every", log_every),
-                    ("--checkpoint-every", checkpoint_every), ("--synth-frames", synth_frames)):
-        if v < 1:
-            raise EdgetrackError(f"{name} {v}: expected at least 1")
-    if lr is not None and not lr > 0:
-        raise EdgetrackError(f"--lr {lr}: expected a positive learning rate")
-    for name, v in (("--grad-clip", grad_clip), ("--warmup-steps", warmup_steps), ("--jitter-ramp", jitter_ramp),
-                    ("--val-every", val_every)):
-        if v is not None and v < 0:
-            raise EdgetrackError(f"{name} {v}: expected >= 0")
-    if backbone_lr_mult is not None and not backbone_lr_mult >= 0:
-        raise EdgetrackError(f"--backbone-lr-mult {backbone_lr_mult}: expected >= 0")
-    if workers < 0:
-        raise EdgetrackError(f"--workers {workers}: expected >= 0")
-    if time_budget is not None and not time_budget > 0:
-        raise EdgetrackError(f"--time-budget {time_budget}: expected a positive number of seconds")
-    if val_sequences < 1:
-        raise EdgetrackError(f"--val-sequences {val_sequences}: expected at least 1")
     if out.exists() and out.is_dir():
         raise EdgetrackError(f"--out {out}: is a folder; expected a checkpoint file path")
     size = _size(synth_size)
     require_torch("train")
-    from training import distill
-    from training.data import DataConfig, SamplerConfig
+    from training import campaign, distill, distributed
+    from training.data import DataConfig
     from training.validate import ValConfig
 
-    logging.getLogger("training").setLevel(logging.INFO)
-    src = DataConfig(spec=data, synth=synth, synth_seed=seed, synth_size=size, synth_frames=synth_frames,
-                     workers=max(1, workers))
-    try:
-        sched = distill.schedule_for(stage, steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads,
-                                     log_every=log_every, checkpoint_every=checkpoint_every,
-                                     backbone_lr_mult=backbone_lr_mult, grad_clip=grad_clip,
-                                     warmup_steps=warmup_steps, lr_schedule=lr_schedule, device=device, amp=amp,
-                                     workers=workers, time_budget=time_budget)
-        sched.torch_device()  # a missing CUDA device is one clear line, before any data is made
-        base = distill.SCORE_SAMPLER if stage == "score" else SamplerConfig()
-        jit = {} if search_jitter is None else {"search_center_jitter": search_jitter}
+    main = distributed.is_main()  # under torchrun only rank 0 logs and prints
+    logging.getLogger("training").setLevel(logging.INFO if main else logging.WARNING)
+    rec: dict = {}
+    st: dict = {"stage": stage, "out": out.name}
+    if recipe is not None:
+        rec = campaign.load_recipe(recipe)
+        if len(rec["stages"]) != 1:
+            raise EdgetrackError(f"recipe {recipe} has {len(rec['stages'])} stages; `edgetrack train` runs one "
+                                 "(run the others with python -m training.campaign)")
+        st = dict(rec["stages"][0])
+        if stage is not None and stage != st["stage"]:
+            raise EdgetrackError(f"stage {stage} given, but recipe {recipe} is a {st['stage']} stage")
+        stage = st["stage"]
+    for key, value in (("arch", arch), ("teacher", teacher), ("init", init), ("student_arch", student_arch),
+                       ("fade_fraction", fade_fraction), ("remove_layers", _layers(remove_layers))):
+        if value is not None:
+            st[key] = str(value) if isinstance(value, Path) else value
+    if search_jitter is not None or search_jitter_start is not None:
+        jit = dict(st.get("sampler", {}))
+        if search_jitter is not None:
+            jit["search_center_jitter"] = search_jitter
         if search_jitter_start is not None:
-            jit.update(search_center_jitter_start=search_jitter_start, jitter_ramp=jitter_ramp * batch_size)
-        sampler = replace(base, **jit)
-        val = (ValConfig(every=val_every, sequences=val_sequences, folder=val_data, workers=max(1, workers))
-               if val_every else None)
-    except ValueError as err:
-        raise EdgetrackError(str(err)) from None
-    if stage == "teacher":
-        path = distill.train_teacher(arch or "mixvit-mini", src, sched, out, init=init, sampler=sampler, val=val)
-    elif stage == "dense-to-sparse":
-        path = distill.dense_to_sparse(_need(teacher, "--teacher CKPT (the MixViT teacher)", stage), src, sched, out,
-                                       student_arch=student_arch, teacher_arch=arch, sampler=sampler, val=val,
-                                       init=init)
-    elif stage == "deep-to-shallow":
-        path = distill.deep_to_shallow(_need(teacher, "--teacher CKPT (the stage-1 model)", stage),
-                                       _need(student_arch, "--student-arch (the shallower configuration)", stage),
-                                       src, sched, out, remove=_layers(remove_layers), fade_fraction=fade_fraction,
-                                       sampler=sampler, val=val)
+            jit.update(search_center_jitter_start=search_jitter_start, jitter_ramp=jitter_ramp * (batch_size or 16))
+        st["sampler"] = jit
+    if stage in ("dense-to-sparse", "deep-to-shallow") and st.get("teacher") is None:
+        _need(None, "--teacher CKPT (the MixViT teacher)" if stage == "dense-to-sparse" else
+              "--teacher CKPT (the stage-1 model)", stage)
+    if stage == "deep-to-shallow":
+        _need(st.get("student_arch"), "--student-arch (the shallower configuration)", stage)
+    if stage == "score":
+        _need(st.get("init"), "--init CKPT (the model whose score head is trained)", stage)
+    wk = workers if workers is not None else int(rec.get("defaults", {}).get("workers", 0))
+    if data is not None or synth is not None:
+        src = DataConfig(spec=data, synth=synth, synth_seed=seed or 0, synth_size=size, synth_frames=synth_frames,
+                         workers=max(1, wk))
+    elif rec.get("data"):
+        src = campaign.data_config(rec["data"], wk)
     else:
-        path = distill.train_score(_need(init, "--init CKPT (the model whose score head is trained)", stage),
-                                   src, sched, out, arch=arch, sampler=sampler, val=val)
-    typer.echo(f"wrote {path}")
+        raise EdgetrackError("give exactly one of --data SPEC or --synth N")
+    flags = {k: opts[k] for k in SCHEDULE_FLAGS if k in opts}
+    sched_kw = {**CLI_DEFAULTS, **rec.get("defaults", {}), **st.get("schedule", {}), **flags}
+    if "steps" not in flags and "steps" not in st.get("schedule", {}) and "steps" not in rec.get("defaults", {}):
+        sched_kw.pop("steps")
+        sched_kw = campaign.stage_steps(st, sched_kw)
+        sched_kw.setdefault("steps", CLI_DEFAULTS["steps"])
+    if max_steps is not None:
+        sched_kw.update(max_steps=max_steps, log_every=log_every or max(1, max_steps // 2))
+    try:
+        sched = distill.schedule_for(stage, **sched_kw)
+        sched.torch_device()  # a missing CUDA device is one clear line, before any data is made
+        v = {**rec.get("val", {}), **{k: x for k, x in (("every", val_every), ("sequences", val_sequences),
+                                                          ("folder", val_data)) if x is not None}}
+        val = ValConfig(**v, workers=max(1, wk)) if v.get("every") and max_steps is None else None
+    except (TypeError, ValueError) as err:
+        raise EdgetrackError(str(err)) from None
+    try:
+        if max_steps is None:
+            path = campaign.run_stage(st, src, sched, val, out, out.parent)
+            if main:
+                typer.echo(f"wrote {path}")
+        else:
+            _dry_run(st, src, sched, val, out)
+    finally:
+        distributed.shutdown()
+
+
+def _dry_run(st: dict, src, sched, val, out: Path) -> None:
+    """Train ``sched.max_steps`` steps into a temporary folder; print samples/s and the time
+    the whole stage would take on this device (and this number of processes)."""
+    import tempfile
+
+    from training import campaign, distributed, train
+    from training.checkpoint import read_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="edgetrack-dry-run-") as tmp:
+        path = campaign.run_stage(st, src, sched, val, Path(tmp) / out.name, out.parent)
+        if not distributed.is_main():
+            return
+        report = train.throughput(read_checkpoint(path)["history"], st["stage"], sched)
+    typer.echo(f"dry run: {report['steps']} steps of {sched.batch_size} samples on {report['device']}"
+               f" x {report['processes']} process{'es' if report['processes'] > 1 else ''}: "
+               f"{report['samples_per_sec']:.1f} samples/s")
+    typer.echo(f"the whole stage ({sched.steps} steps, {sched.steps * sched.batch_size:,} samples) would take about "
+               f"{_duration(report['estimate_s'])} here")
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.1f} min"
 
 
 train_cmd.__doc__ = HELP

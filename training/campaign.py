@@ -20,6 +20,18 @@ Recipe (JSON)::
         "out": "stage1.pth", "schedule": {...}},
        {"stage": "score", "init": "{out}/stage1.best.pth", "out": "final.pth", "schedule": {...}}]}
 
+Recipes of the published stages (``training/recipes/mixformerv2-b/*.json``, ``-s/*.json``) carry
+the reference's numbers: a stage may give ``epochs`` and ``samples_per_epoch`` instead of
+``schedule.steps`` (steps = epochs x samples per epoch / batch size), ``from`` names the
+reference file each number came from, ``data.mix`` lists data-set specs with sampling ratios
+(``${VAR}`` in a spec is an environment variable: ``LASOT=/data/lasot``), and ``arch`` /
+``student_arch`` may be ``{"base": NAME, FIELD: VALUE...}``, a registered configuration with
+fields replaced. ``edgetrack train --recipe FILE`` runs a one-stage recipe with command-line
+flags overriding it.
+
+Under ``torchrun --nproc-per-node N -m training.campaign ...`` every stage trains with DDP
+(see :mod:`training.distributed`); rank 0 alone logs, writes and exports.
+
 ``python -m training.campaign RECIPE --out DIR [--export DIR] [--device cuda] [--workers N]``
 """
 from __future__ import annotations
@@ -27,6 +39,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import shutil
 import sys
 import time
@@ -34,7 +48,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from edgetrack.errors import EdgetrackError
-from training import distill
+from training import distill, distributed
 from training.data import DataConfig, SamplerConfig
 from training.train import best_path
 from training.validate import ValConfig
@@ -42,16 +56,26 @@ from training.validate import ValConfig
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = {"stage", "out", "arch", "init", "teacher", "student_arch", "schedule", "sampler", "remove_layers",
-              "fade_fraction", "validate", "weights"}
+              "fade_fraction", "validate", "weights", "epochs", "samples_per_epoch", "from", "about"}
+RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
 def _path(value: str | None, out: Path) -> str | None:
     return None if value is None else value.replace("{out}", str(out))
 
 
-def load_recipe(path: str | Path) -> dict:
-    """The recipe at ``path``, checked: one clear error for a missing file or an unknown key."""
+def recipe_path(path: str | Path) -> Path:
+    """``path`` itself, or the shipped recipe of that name (``mixformerv2-s/stage2.json``)."""
     path = Path(path)
+    if not path.exists() and not path.is_absolute() and (RECIPES / path).is_file():
+        return RECIPES / path
+    return path
+
+
+def load_recipe(path: str | Path) -> dict:
+    """The recipe at ``path`` (or a shipped one: :func:`recipe_path`), checked: one clear error
+    for a missing file or an unknown key."""
+    path = recipe_path(path)
     try:
         recipe = json.loads(path.read_text())
     except OSError as err:
@@ -66,7 +90,86 @@ def load_recipe(path: str | Path) -> dict:
         if unknown or st.get("stage") not in (*distill.STAGE_DEFAULTS,) or "out" not in st:
             raise EdgetrackError(f"recipe {path}: stage {i + 1} needs 'stage' (one of {', '.join(distill.STAGE_DEFAULTS)}) "
                                  f"and 'out'{'; unknown keys ' + ', '.join(sorted(unknown)) if unknown else ''}")
+        if ("epochs" in st) != ("samples_per_epoch" in st):
+            raise EdgetrackError(f"recipe {path}: stage {i + 1} needs both 'epochs' and 'samples_per_epoch', or neither")
     return recipe
+
+
+def _expand(spec: str) -> str:
+    """``${VAR}`` / ``$VAR`` in a data spec from the environment; one clear error when unset."""
+    out = os.path.expandvars(spec)
+    if "$" in out:
+        var = out[out.index("$"):].split(":")[0].split("/")[0].strip("${}")
+        raise EdgetrackError(f"data {spec}: set the environment variable {var} to that data set's folder, "
+                             "or give --data SPEC / --synth N")
+    return out
+
+
+def data_config(d: dict, workers: int = 0) -> DataConfig:
+    """A recipe's ``data`` entry as a :class:`DataConfig` (specs with ``${VAR}`` expanded)."""
+    d = dict(d)
+    if "synth_size" in d:
+        d["synth_size"] = tuple(d["synth_size"])
+    if "spec" in d:
+        d["spec"] = _expand(d["spec"])
+    if "mix" in d:
+        try:
+            d["mix"] = tuple((_expand(str(spec)), float(ratio)) for spec, ratio in d["mix"])
+        except (TypeError, ValueError):
+            raise EdgetrackError(f"recipe data mix {d['mix']!r}: expected [[SPEC, RATIO], ...]") from None
+    try:
+        return DataConfig(**d, workers=max(1, workers))
+    except TypeError as err:
+        raise EdgetrackError(f"recipe data {d}: {err}") from None
+
+
+def arch_value(value):
+    """A recipe's ``arch``: a registered name, or ``{"base": NAME, FIELD: VALUE...}``."""
+    if not isinstance(value, dict):
+        return value
+    from training.models import get_config
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items() if k != "base"}
+    try:
+        return replace(get_config(value["base"]), **fields)
+    except (KeyError, TypeError, ValueError) as err:
+        raise EdgetrackError(f"architecture {value}: {err.args[0] if err.args else err}") from None
+
+
+def stage_steps(st: dict, sched_kw: dict) -> dict:
+    """``sched_kw`` with ``steps`` from the stage's epochs x samples per epoch / batch size when
+    the schedule does not give steps."""
+    if "steps" in sched_kw or "epochs" not in st:
+        return sched_kw
+    batch = int(sched_kw.get("batch_size", 16))
+    return {**sched_kw, "steps": max(1, math.ceil(st["epochs"] * st["samples_per_epoch"] / batch))}
+
+
+def run_stage(st: dict, data: DataConfig, sched, val: ValConfig | None, target: Path, out_dir: Path) -> Path:
+    """Run one recipe stage ``st`` (its schedule already made) into ``target``; ``{out}`` in its
+    ``init`` / ``teacher`` is ``out_dir``."""
+    stage = st["stage"]
+    base = distill.SCORE_SAMPLER if stage == "score" else SamplerConfig()
+    try:
+        sampler = replace(base, **st.get("sampler", {}))
+        # loss weights: e.g. {"kl": 0} trains the student on the ground truth alone
+        weights = replace(distill.LossWeights(iou_kind="giou") if stage == "teacher" else distill.LossWeights(),
+                          **st.get("weights", {}))
+    except (TypeError, ValueError) as err:
+        raise EdgetrackError(f"stage {stage}: {err}") from None
+    init, teacher = _path(st.get("init"), out_dir), _path(st.get("teacher"), out_dir)
+    arch, student_arch = arch_value(st.get("arch")), arch_value(st.get("student_arch"))
+    if stage == "teacher":
+        return distill.train_teacher(arch or "mixvit-mini", data, sched, target, init=init,
+                                     weights=weights, sampler=sampler, val=val)
+    if stage == "dense-to-sparse":
+        return distill.dense_to_sparse(teacher, data, sched, target, student_arch=student_arch,
+                                       teacher_arch=arch, weights=weights, sampler=sampler, val=val, init=init)
+    if stage == "deep-to-shallow":
+        return distill.deep_to_shallow(teacher, student_arch, data, sched, target, remove=st.get("remove_layers"),
+                                       fade_fraction=st.get("fade_fraction", 40 / 45), weights=weights,
+                                       sampler=sampler, val=val)
+    return distill.train_score(init, data, sched, target, arch=arch, weights=weights, sampler=sampler, val=val)
 
 
 def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None,
@@ -77,45 +180,25 @@ def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     defaults = {**recipe.get("defaults", {}), **overrides}
     workers = int(defaults.get("workers", 0))
-    d = dict(recipe.get("data", {}))
-    if "synth_size" in d:
-        d["synth_size"] = tuple(d["synth_size"])
-    data = DataConfig(**d, workers=max(1, workers))
+    data = data_config(recipe.get("data", {}), workers)
     v = recipe.get("val")
     written = []
     for i, st in enumerate(recipe["stages"], 1):
         stage = st["stage"]
-        sched = distill.schedule_for(stage, **{**defaults, **st.get("schedule", {})})
-        base = distill.SCORE_SAMPLER if stage == "score" else SamplerConfig()
-        sampler = replace(base, **st.get("sampler", {}))
+        try:
+            sched = distill.schedule_for(stage, **stage_steps(st, {**defaults, **st.get("schedule", {})}))
+        except (TypeError, ValueError) as err:
+            raise EdgetrackError(f"stage {i} ({stage}) schedule: {err}") from None
         # "validate": false for a stage whose change the validation cannot see (the score head
         # only acts at template updates, rarer than the validation sequences are long)
         val = ValConfig(**v, workers=max(1, workers)) if v and st.get("validate", True) else None
         target = out / st["out"]
         log.info("campaign stage %d/%d: %s -> %s (%s)", i, len(recipe["stages"]), stage, target, sched)
         t0 = time.perf_counter()
-        init, teacher = _path(st.get("init"), out), _path(st.get("teacher"), out)
-        # loss weights: e.g. {"kl": 0} trains the student on the ground truth alone
-        weights = replace(distill.LossWeights(iou_kind="giou") if stage == "teacher" else distill.LossWeights(),
-                          **st.get("weights", {}))
-        if stage == "teacher":
-            path = distill.train_teacher(st.get("arch", "mixvit-mini"), data, sched, target, init=init,
-                                         weights=weights, sampler=sampler, val=val)
-        elif stage == "dense-to-sparse":
-            path = distill.dense_to_sparse(teacher, data, sched, target, student_arch=st.get("student_arch"),
-                                           teacher_arch=st.get("arch"), weights=weights, sampler=sampler, val=val,
-                                           init=init)
-        elif stage == "deep-to-shallow":
-            path = distill.deep_to_shallow(teacher, st["student_arch"], data, sched, target,
-                                           remove=st.get("remove_layers"),
-                                           fade_fraction=st.get("fade_fraction", 40 / 45), weights=weights,
-                                           sampler=sampler, val=val)
-        else:
-            path = distill.train_score(init, data, sched, target, arch=st.get("arch"), weights=weights,
-                                       sampler=sampler, val=val)
+        path = run_stage(st, data, sched, val, target, out)
         log.info("campaign stage %d/%d: %s done in %.0f s", i, len(recipe["stages"]), stage, time.perf_counter() - t0)
         written.append(path)
-        if export is not None:
+        if export is not None and distributed.is_main():
             Path(export).mkdir(parents=True, exist_ok=True)
             best = best_path(path)
             src = best if best.is_file() else path
@@ -133,15 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", help="also write the log to this file")
     args = ap.parse_args(argv)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if args.log:
+    main_rank = distributed.is_main()  # under torchrun only rank 0 logs (warnings and errors from all)
+    if args.log and main_rank:
         handlers.append(logging.FileHandler(args.log))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", handlers=handlers)
+    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s", handlers=handlers)
     try:
         run_campaign(load_recipe(args.recipe), args.out, args.export,
                      {"device": args.device, "workers": args.workers})
     except EdgetrackError as err:
         log.error("%s", err)
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -8,7 +8,12 @@ as MixFormerV2 configures them):
   to ``max_gap`` after it, the gap widening by 5 until frames are found); ``trident`` mode for
   the score head (template and search anywhere, the online template within ``max_gap`` of the
   search frame, on the template's side). Templates are always frames where the target is
-  visible; sequences need more than 6 visible frames (2 x (1 search + 2 templates));
+  visible; sequences need more than 6 visible frames (2 x (1 search + 2 templates)). A
+  one-frame sequence (an image data set such as COCO) gives that frame as both templates and
+  the search frame, as the reference does for data sets that are not videos: the jitter below
+  makes the search crop differ from the template;
+* data sets: with ``ratios`` a sample first draws its data set with those weights (the
+  reference's DATASETS_RATIO), then a sequence of it uniformly; without, a sequence uniformly;
 * jitter: box size times ``exp(N(0,1) * scale_jitter)``, centre moved by
   ``sqrt(w*h) * center_jitter * U(-0.5, 0.5)`` per axis (search 4.5 / 0.5, templates 0 / 0);
   a sample whose crop would hold less than one token of image is drawn again;
@@ -57,9 +62,16 @@ class TrainSequence:
     visible: np.ndarray  # (N,) bool: annotated, present and with an area
     frames: list[np.ndarray] | None = None
     paths: list[Path] | None = None
+    source: str = ""  # the data set it comes from (its spec): the key of the sampler's ratios
 
     def __len__(self) -> int:
         return len(self.gt)
+
+    def usable(self) -> bool:
+        """Enough visible frames to sample from (a single image: its one visible frame)."""
+        if len(self.gt) == 1:
+            return bool(self.visible[0])
+        return int(self.visible.sum()) > MIN_VISIBLE
 
     def frame(self, i: int) -> np.ndarray:
         if self.frames is not None:
@@ -83,7 +95,8 @@ def sequences_from_spec(spec: str) -> list[TrainSequence]:
     for s in load_dataset(spec):
         if not s.full_annotation:
             continue  # test splits: only the first box
-        out.append(TrainSequence(s.name, s.ground_truth, _visible(s.ground_truth, s.visible), paths=list(s.frames)))
+        out.append(TrainSequence(s.name, s.ground_truth, _visible(s.ground_truth, s.visible), paths=list(s.frames),
+                                 source=spec))
     if not out:
         raise EdgetrackError(f"dataset {spec}: no fully annotated sequences to train on")
     return out
@@ -126,9 +139,12 @@ def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where training sequences come from: a dataset spec, or N synthetic train sequences."""
+    """Where training sequences come from: a dataset spec, a mix of specs with sampling
+    ratios (``((spec, ratio), ...)``, the reference's DATASETS_NAME / DATASETS_RATIO), or N
+    synthetic train sequences."""
 
     spec: str | None = None
+    mix: tuple[tuple[str, float], ...] | None = None
     synth: int | None = None
     synth_seed: int = 0
     synth_size: tuple[int, int] = (320, 240)
@@ -136,11 +152,30 @@ class DataConfig:
     workers: int = 1  # processes that generate the synthetic sequences
 
     def load(self) -> list[TrainSequence]:
-        if (self.spec is None) == (self.synth is None):
-            raise EdgetrackError("training data: give exactly one of --data SPEC or --synth N")
+        if sum(v is not None for v in (self.spec, self.synth, self.mix)) != 1:
+            raise EdgetrackError("training data: give exactly one of --data SPEC or --synth N (or a recipe's data mix)")
         if self.spec is not None:
             return sequences_from_spec(self.spec)
+        if self.mix is not None:
+            self.ratios()  # checked before any annotation file is read
+            out = []
+            for spec, _ in self.mix:
+                seqs = sequences_from_spec(spec)
+                log.info("training data %s: %d sequences", spec, len(seqs))
+                out.extend(seqs)
+            return out
         return synth_sequences(self.synth, self.synth_seed, self.synth_size, self.synth_frames, self.workers)
+
+    def ratios(self) -> dict[str, float] | None:
+        """The sampler's data-set ratios (None: sequences drawn uniformly)."""
+        if self.mix is None:
+            return None
+        out: dict[str, float] = {}
+        for spec, ratio in self.mix:
+            if not float(ratio) > 0 or spec in out:
+                raise EdgetrackError(f"training data mix: {spec} with ratio {ratio}: expected each spec once, ratio > 0")
+            out[spec] = float(ratio)
+        return out
 
 
 # -- sampler ----------------------------------------------------------------------------------------
@@ -244,12 +279,29 @@ class TripletDataset(Dataset):
     crop, ``label`` (1.0 object present in the search crop, 0.0 negative)."""
 
     def __init__(self, sequences: list[TrainSequence], model_cfg, sampler: SamplerConfig | None = None,
-                 seed: int = 0, length: int = 1_000_000):
+                 seed: int = 0, length: int = 1_000_000, ratios: dict[str, float] | None = None):
         self.sampler = sampler or SamplerConfig()
         self.all_sequences = list(sequences)
-        self.usable = [i for i, s in enumerate(self.all_sequences) if int(s.visible.sum()) > MIN_VISIBLE]
+        self.usable = [i for i, s in enumerate(self.all_sequences) if s.usable()]
         if not self.usable:
-            raise EdgetrackError(f"training data: no sequence has more than {MIN_VISIBLE} frames with the target visible")
+            raise EdgetrackError(f"training data: no sequence has more than {MIN_VISIBLE} frames with the target visible "
+                                 "(or is a single image with its target)")
+        self.groups: list[list[int]] = []
+        self.group_p: np.ndarray | None = None
+        if ratios:
+            by_source: dict[str, list[int]] = {src: [] for src in ratios}
+            for i in self.usable:
+                src = self.all_sequences[i].source
+                if src not in by_source:
+                    raise EdgetrackError(f"training data: sequence {self.all_sequences[i].name} comes from {src!r}, "
+                                         f"which has no ratio (ratios for {', '.join(ratios)})")
+                by_source[src].append(i)
+            empty = [src for src, ids in by_source.items() if not ids]
+            if empty:
+                raise EdgetrackError(f"training data: no usable sequence in {', '.join(empty)}")
+            self.groups = list(by_source.values())
+            w = np.array([ratios[src] for src in by_source], dtype=np.float64)
+            self.group_p = w / w.sum()
         self.cfg = model_cfg
         self.seed = int(seed)
         self.length = int(length)
@@ -311,9 +363,16 @@ class TripletDataset(Dataset):
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index)]))
         sp = self.sampler
         for _ in range(sp.max_tries):
-            si = self.usable[int(rng.integers(len(self.usable)))]
+            if self.group_p is not None:
+                group = self.groups[int(rng.choice(len(self.groups), p=self.group_p))]
+                si = group[int(rng.integers(len(group)))]
+            else:
+                si = self.usable[int(rng.integers(len(self.usable)))]
             seq = self.all_sequences[si]
-            ids = self._causal_ids(rng, seq.visible) if sp.mode == "causal" else self._trident_ids(rng, seq.visible)
+            if len(seq) == 1:  # an image: the same frame for the templates and the search
+                ids = ([0, 0], 0)
+            else:
+                ids = self._causal_ids(rng, seq.visible) if sp.mode == "causal" else self._trident_ids(rng, seq.visible)
             if ids is None:
                 continue
             t_ids, s_id = ids
@@ -446,27 +505,31 @@ def _worker_init(_: int) -> None:
 
 
 class _RawBatches(Dataset):
-    def __init__(self, ds: TripletDataset, batch_size: int):
+    def __init__(self, ds: TripletDataset, batch_size: int, part: tuple[int, int] | None = None):
         self.ds, self.batch_size = ds, batch_size
+        self.lo, self.hi = part or (0, batch_size)
 
     def __len__(self) -> int:
         return len(self.ds) // self.batch_size
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        return self.ds.raw_batch(range(k * self.batch_size, (k + 1) * self.batch_size))
+        return self.ds.raw_batch(range(k * self.batch_size + self.lo, k * self.batch_size + self.hi))
 
 
 class BatchStream:
     """``stream(k)`` -> batch ``k`` (samples ``k*B .. k*B+B-1`` of ``ds``), normalised on
     ``device``. With ``workers`` > 0 the batches are made ahead, in order, by that many
     processes (a ``DataLoader`` over batch numbers; uint8 crops travel, pinned when the device
-    is a GPU) and asked for one after the other; with 0, here and now. Same batches either way."""
+    is a GPU) and asked for one after the other; with 0, here and now. Same batches either way.
+    ``part = (lo, hi)`` makes only samples ``k*B+lo .. k*B+hi-1`` of each batch (one process's
+    share under DDP; set before the first batch)."""
 
     def __init__(self, ds: TripletDataset, batch_size: int, workers: int = 0,
                  device: torch.device | str = "cpu", prefetch: int = 4):
         self.ds, self.batch_size, self.workers = ds, int(batch_size), int(workers)
         self.device = torch.device(device)
         self.prefetch = prefetch
+        self.part: tuple[int, int] | None = None
         self._it = None
         self._next = -1
 
@@ -474,7 +537,7 @@ class BatchStream:
         from torch.utils.data import DataLoader
 
         self.close()
-        batches = _RawBatches(self.ds, self.batch_size)
+        batches = _RawBatches(self.ds, self.batch_size, self.part)
         loader = DataLoader(batches, batch_size=None, sampler=range(k, len(batches)), num_workers=self.workers,
                             pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch,
                             worker_init_fn=_worker_init, multiprocessing_context="fork")
@@ -484,7 +547,8 @@ class BatchStream:
 
     def __call__(self, k: int) -> dict[str, torch.Tensor]:
         if self.workers <= 0:
-            raw = self.ds.raw_batch(range(k * self.batch_size, (k + 1) * self.batch_size))
+            lo, hi = self.part or (0, self.batch_size)
+            raw = self.ds.raw_batch(range(k * self.batch_size + lo, k * self.batch_size + hi))
         else:
             if self._it is None or k != self._next:
                 self._start(k)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from edgetrack.errors import EdgetrackError
+from training import distributed
 from training.checkpoint import load_model, make_checkpoint
 from training.data import BatchStream, DataConfig, SamplerConfig, TrainSequence, TripletDataset
 from training.losses import box_losses, dense_to_sparse_kl, feature_mimic, score_bce, sparse_kl
@@ -65,7 +66,9 @@ def _sequences(data: Data) -> list[TrainSequence]:
 
 
 def _dataset(data: Data, cfg, sched: Schedule, sampler: SamplerConfig | None) -> TripletDataset:
-    return TripletDataset(_sequences(data), cfg, sampler, seed=sched.seed, length=sched.steps * sched.batch_size)
+    ratios = data.ratios() if isinstance(data, DataConfig) else None
+    return TripletDataset(_sequences(data), cfg, sampler, seed=sched.seed, length=sched.steps * sched.batch_size,
+                          ratios=ratios)
 
 
 def _batches(ds: TripletDataset, sched: Schedule) -> BatchStream:
@@ -94,6 +97,8 @@ def _validation(val: ValConfig | None, checkpoint, start: int = 0) -> Validation
     """The in-loop validation of a stage (None when ``val`` is None or ``val.every`` is 0)."""
     if val is None or val.every <= 0:
         return None
+    if not distributed.is_main():  # under torchrun rank 0 alone validates (and writes the sequences)
+        return Validation(lambda model: {}, val.every, checkpoint, start)
     return Validation(Validator(val), val.every, checkpoint, start)
 
 
@@ -207,8 +212,8 @@ def train_teacher(arch: str | MixViTConfig, data: Data, sched: Schedule, out: st
         model = build_model(cfg)
     ds = _dataset(data, cfg, sched, sampler)
 
-    def step(b, k):
-        o = model(*_inputs(b))
+    def step(b, k, net=model):  # net: the DDP wrapper under torchrun
+        o = net(*_inputs(b))
         bl = box_losses(o["pred_boxes"], b["search_box"], weights.iou_kind)
         loss = weights.iou * bl["iou_loss"] + weights.l1 * bl["l1"]
         return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "iou": bl["iou"]}
@@ -286,11 +291,11 @@ def dense_to_sparse(teacher: str | Path, data: Data, sched: Schedule, out: str |
         log.info("dense-to-sparse: %s goes on from %s", cfg.name, init)
     ds = _dataset(data, cfg, sched, sampler)
 
-    def step(b, k):
+    def step(b, k, net=student):
         x = _inputs(b)
         with torch.no_grad():
             t_out = t_model(*x, softmax=True)
-        s_out = student(*x, softmax=False, run_score_head=False)
+        s_out = net(*x, softmax=False, run_score_head=False)
         bl = box_losses(s_out["pred_boxes"], b["search_box"], weights.iou_kind)
         kl = dense_to_sparse_kl(s_out, t_out)
         loss = weights.iou * bl["iou_loss"] + weights.l1 * bl["l1"] + weights.kl * kl
@@ -363,12 +368,12 @@ def deep_to_shallow(teacher: str | Path, student_arch: str | MixFormerV2Config, 
              if hidden else "")
     ds = _dataset(data, target, sched, sampler)
 
-    def step(b, k):
+    def step(b, k, net=student):
         fader.rate = fade_rate(k, fade_steps)
         x = _inputs(b)
         with torch.no_grad():
             t_out = t_model(*x, softmax=True, run_score_head=False)
-        s_out = student(*x, softmax=False, run_score_head=False)
+        s_out = net(*x, softmax=False, run_score_head=False)
         bl = box_losses(s_out["pred_boxes"], b["search_box"], weights.iou_kind)
         kl = sparse_kl(s_out, t_out)
         feat = feature_mimic(s_out["distill_feat_list"], t_out["distill_feat_list"], pairs)
@@ -408,8 +413,8 @@ def train_score(model_ckpt: str | Path, data: Data, sched: Schedule, out: str | 
         raise EdgetrackError("score stage: the sampler needs negatives (pos_prob < 1)")
     ds = _dataset(data, model.cfg, sched, sampler)
 
-    def step(b, k):
-        o = model(*_inputs(b))
+    def step(b, k, net=model):
+        o = net(*_inputs(b))
         bce = score_bce(o["pred_scores"], b["label"])
         acc = ((o["pred_scores"].detach() > 0).float() == b["label"]).float().mean()
         return weights.score * bce, {"bce": bce, "acc": acc, "pos": b["label"].mean()}

@@ -8,7 +8,9 @@ epoch 400 of 500; the score head at 50%: epoch 20 of 40). ``warmup_steps`` (line
 cosine schedule are options.
 
 Batch ``k`` is made of the samples ``k*B .. k*B+B-1`` of a seeded :class:`TripletDataset`, so a
-run resumed from its last checkpoint sees the same batches it would have seen.
+run resumed from its last checkpoint sees the same batches it would have seen. Under ``torchrun``
+each process trains on its fixed slice of that global batch (DDP; see :mod:`training.distributed`),
+so the batches are the same whatever the number of processes.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training import distributed
 from training.checkpoint import read_checkpoint, save_atomic
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,9 @@ class Schedule:
     # seconds of training (validation excluded) after which the stage ends even before ``steps``;
     # the lr schedule then runs on whichever of steps and time is further along
     time_budget: float | None = None
+    # stop after this many steps of this call (a dry run measuring throughput); the lr
+    # schedule still spans ``steps``
+    max_steps: int | None = None
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -63,6 +69,8 @@ class Schedule:
             raise ValueError(f"lr schedule {self.lr_schedule!r}: expected step, cosine or constant")
         if self.workers < 0 or (self.time_budget is not None and self.time_budget <= 0):
             raise ValueError(f"workers {self.workers} and time budget {self.time_budget}: expected >= 0 and > 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max steps {self.max_steps}: expected >= 1")
 
     def lr_factor(self, step: int, elapsed: float = 0.0) -> float:
         """Multiplier of the base learning rate at ``step`` (0-based), ``elapsed`` seconds into
@@ -80,16 +88,19 @@ class Schedule:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``cpu`` / ``cuda[:N]`` / ``auto``, with one clear error when CUDA is asked for and absent."""
+    """``cpu`` / ``cuda[:N]`` / ``auto``, with one clear error when CUDA is asked for and absent.
+    Under ``torchrun``, plain ``cuda`` (or ``auto`` on a GPU machine) is GPU ``LOCAL_RANK``."""
     from edgetrack.errors import EdgetrackError
 
     name = (name or "cpu").lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise EdgetrackError(f"--device {name}: this torch build or machine has no CUDA device "
                                  f"(torch {torch.__version__}); use --device cpu or auto")
+        if name == "cuda" and distributed.launched():
+            return torch.device("cuda", distributed.local_rank())
         return torch.device(name)
     if name != "cpu":
         raise EdgetrackError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
@@ -165,13 +176,31 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
     ``checkpoint_every`` steps the model, optimiser and history go to ``resume_path(out)``
     (atomically); a later call picks up from there. With ``validation``, the tracker runs over
     the validation sequences every ``validation.every`` steps and the best checkpoint by AUC is
-    kept beside ``out``. Returns the history (one record per logged step, plus one per validation)."""
+    kept beside ``out``. Returns the history (one record per logged step, plus one per validation).
+
+    Under ``torchrun`` the model trains in DistributedDataParallel: ``step_fn`` is then called as
+    ``step_fn(batch, k, net=wrapped)`` and must run its forward through ``net``; ``batches`` makes
+    only this rank's slice when it has a ``part`` attribute (:class:`training.data.BatchStream`),
+    else its batch is sliced here. Rank 0 alone writes files and validates."""
     if sched.threads:
         torch.set_num_threads(sched.threads)
     device = sched.torch_device()
+    dist_on = distributed.setup(device)
+    world = distributed.world_size() if dist_on else 1
+    lo, hi = distributed.rank_slice(sched.batch_size) if dist_on else (0, sched.batch_size)
+    share = (hi - lo) * world / sched.batch_size  # loss weight: DDP averages over ranks
+    main = distributed.is_main()
+    if dist_on:
+        if hasattr(batches, "part"):
+            batches.part = (lo, hi)
+        else:
+            full = batches
+            batches = lambda k: {n: v[lo:hi] if isinstance(v, torch.Tensor) else v  # noqa: E731
+                                 for n, v in full(k).items()}
     model.to(device)
     autocast, scaler = autocast_for(sched, device)
-    log.info("%s: training on %s%s", stage, device, "" if autocast.__name__ == "nullcontext" else " with mixed precision")
+    log.info("%s: training on %s%s%s", stage, device, "" if autocast.__name__ == "nullcontext" else " with mixed precision",
+             f", process {distributed.rank()} of {world} (samples {lo}..{hi - 1} of each batch)" if dist_on else "")
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=sched.lr, weight_decay=sched.weight_decay)
     history: list[dict] = []
@@ -190,28 +219,36 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             log.info("%s: resuming at step %d of %d from %s", stage, start, sched.steps, rpath)
         else:
             log.warning("%s: ignoring %s (another stage or schedule)", stage, rpath)
+    net = distributed.wrap(model, device)
+    distributed.barrier()  # every rank has read the resume file before rank 0 may replace it
     model.train()
     t0, seen = time.perf_counter(), 0
     clock = t0 - spent  # training time = now - clock (validation time is added to clock)
     running: dict[str, float] = {}
-    for k in range(start, sched.steps):
-        f = sched.lr_factor(k, time.perf_counter() - clock)
+    stop = sched.steps if sched.max_steps is None else min(sched.steps, start + sched.max_steps)
+    timed = sched.time_budget is not None
+    for k in range(start, stop):
+        now = time.perf_counter() - clock
+        if timed:
+            now = distributed.agree(now, device)  # rank 0's clock rules lr and the end
+        f = sched.lr_factor(k, now)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * f
         batch = batches(k)
         if isinstance(batch, dict):
             batch = {n: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for n, v in batch.items()}
         with autocast():
-            loss, stats = step_fn(batch, k)
+            loss, stats = step_fn(batch, k, net=net) if net is not model else step_fn(batch, k)
         loss = loss.float()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {k}")
         opt.zero_grad(set_to_none=True)
+        scaled = loss * share if dist_on else loss
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(scaled).backward()
             scaler.unscale_(opt)
         else:
-            loss.backward()
+            scaled.backward()
         if sched.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, sched.grad_clip)
         if scaler is not None:
@@ -222,12 +259,19 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         stats = {"loss": loss, **stats}
         stats = {n: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for n, v in stats.items()}
         for name, v in stats.items():
-            running[name] = running.get(name, 0.0) + float(v)
+            running[name] = running.get(name, 0.0) + float(v) * (hi - lo if dist_on else 1)
         seen += 1
         done = k + 1
         elapsed = time.perf_counter() - clock
-        last = done == sched.steps or (sched.time_budget is not None and elapsed >= sched.time_budget)
+        if timed:
+            elapsed = distributed.agree(elapsed, device)
+        last = done == stop or (timed and elapsed >= sched.time_budget)
         if done % sched.log_every == 0 or last:
+            # the batch means of every rank's numbers, weighted by its share: what one process logs
+            if dist_on:
+                names = sorted(running)
+                running = dict(zip(names, distributed.sum_all([running[n] for n in names], device)))
+                running = {n: v / sched.batch_size for n, v in running.items()}
             rec = {"stage": stage, "step": done, "lr": opt.param_groups[0]["lr"],
                    **{n: v / seen for n, v in running.items()},
                    "sec_per_step": (time.perf_counter() - t0) / seen,
@@ -243,24 +287,28 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         if validation is not None and validation.every > 0 and done >= validation.start and (
                 done % validation.every == 0 or last):
             t_val = time.perf_counter()
-            v = validation.run(model)
-            model.train()
-            rec = {"stage": stage, "step": done, **v}
-            history.append(rec)
-            improved = v["val_auc"] > best_auc
-            if improved:
-                best_auc = v["val_auc"]
-                save_atomic(validation.checkpoint(history), best_path(out))
-            log.info("%s step %d/%d  validation AUC %.4f (best %.4f%s)  P@20 %.4f  %.0f s", stage, done,
-                     sched.steps, v["val_auc"], best_auc, ", saved" if improved else "", v.get("val_p20", float("nan")),
-                     time.perf_counter() - t_val)
+            if main:  # rank 0 validates and keeps the best; the others wait at the barrier
+                v = validation.run(model)
+                model.train()
+                rec = {"stage": stage, "step": done, **v}
+                history.append(rec)
+                improved = v["val_auc"] > best_auc
+                if improved:
+                    best_auc = v["val_auc"]
+                    save_atomic(validation.checkpoint(history), best_path(out))
+                log.info("%s step %d/%d  validation AUC %.4f (best %.4f%s)  P@20 %.4f  %.0f s", stage, done,
+                         sched.steps, v["val_auc"], best_auc, ", saved" if improved else "",
+                         v.get("val_p20", float("nan")), time.perf_counter() - t_val)
+            distributed.barrier()
             t0 += time.perf_counter() - t_val  # validation time is not training time
             clock += time.perf_counter() - t_val
         if last:
-            if done < sched.steps:
+            if done < sched.steps and timed and elapsed >= sched.time_budget:
                 log.info("%s: time budget of %.0f s spent after %d of %d steps", stage, sched.time_budget, done, sched.steps)
+            elif done < sched.steps:
+                log.info("%s: stopped after %d steps (max steps), %d of %d done", stage, done - start, done, sched.steps)
             break
-        if done % sched.checkpoint_every == 0:
+        if done % sched.checkpoint_every == 0 and main:
             save_atomic({"net": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
                          "step": done, "resume_steps": sched.steps, "history": history, "best_auc": best_auc,
                          "elapsed": time.perf_counter() - clock, "schedule": asdict(sched), **(extra or {})}, rpath)
@@ -271,8 +319,40 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
 
 
 def finish(out: Path, ckpt: dict) -> Path:
-    """Write the stage's final checkpoint atomically and drop its resume file."""
-    save_atomic(ckpt, out)
-    resume_path(out).unlink(missing_ok=True)
-    log.info("wrote %s (%s, stage %s)", out, ckpt.get("arch"), ckpt.get("stage"))
+    """Write the stage's final checkpoint atomically and drop its resume file (rank 0 only;
+    the other ranks wait until it is there)."""
+    if distributed.is_main():
+        save_atomic(ckpt, out)
+        resume_path(out).unlink(missing_ok=True)
+        log.info("wrote %s (%s, stage %s)", out, ckpt.get("arch"), ckpt.get("stage"))
+    distributed.barrier()
     return out
+
+
+def describe_device(device: torch.device) -> str:
+    """``cuda:0 (NVIDIA H100 80GB HBM3)`` or ``cpu (AMD EPYC ..., 2 threads)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    name = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({name}, {torch.get_num_threads()} threads)"
+
+
+def throughput(history: list[dict], stage: str, sched: Schedule) -> dict:
+    """Samples/s of a short run of ``stage`` (its last logged window, which leaves out the
+    first steps' warm-up when there are two) and the seconds all of ``sched.steps`` would take."""
+    recs = [h for h in history if h.get("stage") == stage and "samples_per_sec" in h]
+    if not recs:
+        from edgetrack.errors import EdgetrackError
+
+        raise EdgetrackError(f"{stage}: no logged step to measure")
+    rate = float(recs[-1]["samples_per_sec"])
+    return {"steps": int(recs[-1]["step"]), "samples_per_sec": rate,
+            "estimate_s": sched.steps * sched.batch_size / max(rate, 1e-9),
+            "device": describe_device(sched.torch_device()), "processes": distributed.world_size()}

@@ -12,6 +12,8 @@ A dataset is named by a spec ``KIND:PATH``:
 ``otb:PATH``                OTB100
 ``uav123:PATH``             UAV123
 ``folder:PATH``             plain ``<seq>/img/*.jpg|png`` + ``<seq>/groundtruth.txt``
+``coco[-SUBSET]:PATH``      COCO ``annotations/instances_SUBSET.json`` (default train2017):
+                            every object a one-frame sequence (for training)
 ==========================  ==============================================================
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from edgetrack.datasets.base import Sequence, read_boxes, read_flags
 from edgetrack.datasets.readers import (
+    read_coco,
     read_folder,
     read_got10k,
     read_lasot,
@@ -32,7 +35,7 @@ from edgetrack.errors import EdgetrackError
 
 __all__ = ["Sequence", "load_dataset", "parse_spec", "read_boxes", "read_flags", "KINDS"]
 
-KINDS = ("lasot", "got10k", "trackingnet", "otb", "uav123", "folder")
+KINDS = ("lasot", "got10k", "trackingnet", "otb", "uav123", "folder", "coco")
 _SUBSETS = {
     "lasot": ("test", "train", "all"),
     "got10k": ("train", "val", "test"),
@@ -40,7 +43,7 @@ _SUBSETS = {
 }
 SPEC_HELP = (
     "KIND:PATH with KIND one of lasot[-test|-train|-all], got10k[-train|-val|-test], "
-    "trackingnet[-test|-train], otb, uav123, folder"
+    "trackingnet[-test|-train], otb, uav123, folder, coco[-train2017|-val2017|...]"
 )
 
 
@@ -55,7 +58,8 @@ def parse_spec(spec: str) -> tuple[str, str | None, Path]:
         raise EdgetrackError(f"dataset kind {kind!r} in {spec!r}: expected {SPEC_HELP}")
     if subset:
         allowed = _SUBSETS.get(kind, ())
-        ok = subset in allowed or (kind == "trackingnet" and subset.startswith("train_"))
+        ok = (subset in allowed or (kind == "trackingnet" and subset.startswith("train_"))
+              or (kind == "coco" and subset.isalnum()))
         if not ok:
             raise EdgetrackError(f"dataset {spec!r}: {kind} has no subset {subset!r} "
                                  f"(expected {', '.join(allowed) or 'none'})")
@@ -77,6 +81,8 @@ def load_dataset(spec: str, names: Collection[str] | None = None) -> list[Sequen
         seqs = read_otb(root, wanted)
     elif kind == "uav123":
         seqs = read_uav123(root, wanted)
+    elif kind == "coco":
+        seqs = read_coco(root, subset, wanted)
     else:
         seqs = read_folder(root, wanted)
     if wanted is not None:

@@ -1,4 +1,4 @@
-"""Readers for LaSOT, GOT-10k, TrackingNet, OTB100, UAV123 and the plain folder layout.
+"""Readers for LaSOT, GOT-10k, TrackingNet, OTB100, UAV123, COCO and the plain folder layout.
 
 Each ``read_*`` takes the dataset root (and a subset where the dataset has them) and returns a
 list of :class:`Sequence`, in a stable order. ``names`` restricts the sequences read (the
@@ -251,6 +251,62 @@ def read_uav123(root: Path, names: Collection[str] | None = None) -> list[Sequen
         out.append(Sequence(name, frames, gt, "uav123", visible))
     if not out and names is None:
         raise EdgetrackError(f"{anno_dir}: no UAV123 annotations (<seq>.txt)")
+    return out
+
+
+# -- COCO ----------------------------------------------------------------------------------
+def _coco_subset(root: Path, subset: str | None) -> str:
+    found = sorted(f.name[len("instances_"):-len(".json")] for f in (root / "annotations").glob("instances_*.json"))
+    if subset is None:
+        if "train2017" in found or len(found) == 1:
+            return "train2017" if "train2017" in found else found[0]
+        raise EdgetrackError(f"{root / 'annotations'}: " + (f"several instances_*.json ({', '.join(found)}); name one, "
+                             f"e.g. coco-{found[0]}:{root}" if found else "no instances_*.json (COCO annotations)"))
+    if subset not in found:
+        raise EdgetrackError(f"{root / 'annotations' / f'instances_{subset}.json'}: not found "
+                             f"(COCO subsets here: {', '.join(found) or 'none'})")
+    return subset
+
+
+def read_coco(root: Path, subset: str | None = None, names: Collection[str] | None = None) -> list[Sequence]:
+    """COCO: ``<root>/annotations/instances_<subset>.json`` + ``<root>/<subset>/<file_name>``
+    (``<root>/images/<subset>/`` works too). Every object (not a crowd, with an area) is a
+    one-frame sequence named ``<subset>-<annotation id>``, its class the category name; the
+    training sampler takes that frame as both templates and the search frame.
+
+    ``subset`` None: ``train2017`` when present, else the one ``instances_*.json`` there."""
+    _require_dir(root, "COCO")
+    subset = _coco_subset(root, subset)
+    ann_path = root / "annotations" / f"instances_{subset}.json"
+    img_dir = next((d for d in (root / subset, root / "images" / subset) if d.is_dir()), None)
+    if img_dir is None:
+        raise EdgetrackError(f"{root / subset}: COCO image folder not found (beside annotations/)")
+    try:
+        coco = json.loads(ann_path.read_text(encoding="utf-8"))
+        images = {int(im["id"]): str(im["file_name"]) for im in coco["images"]}
+        classes = {int(c["id"]): str(c["name"]) for c in coco.get("categories", [])}
+        anns = coco["annotations"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EdgetrackError(f"{ann_path}: not a COCO instances file ({type(err).__name__}: {err})") from None
+    out = []
+    for a in anns:
+        try:
+            x, y, w, h = (float(v) for v in a["bbox"])
+            name = f"{subset}-{int(a['id'])}"
+            file_name = images[int(a["image_id"])]
+        except (KeyError, TypeError, ValueError) as err:
+            raise EdgetrackError(f"{ann_path}: annotation {a.get('id', '?') if isinstance(a, dict) else a!r} "
+                                 f"is malformed ({type(err).__name__}: {err})") from None
+        if a.get("iscrowd", 0) or not (w > 0 and h > 0) or not _wanted(name, names):
+            continue
+        cat = a.get("category_id")
+        out.append(Sequence(name, [img_dir / file_name], np.array([[x, y, w, h]]), "coco",
+                            object_class=classes.get(int(cat)) if cat is not None else None,
+                            meta={"image_id": int(a["image_id"]), "category_id": cat, "subset": subset}))
+    if out and not out[0].frames[0].is_file():
+        raise EdgetrackError(f"{out[0].frames[0]}: image not found ({ann_path} names it)")
+    if not out and names is None:
+        raise EdgetrackError(f"{ann_path}: no object annotations (non-crowd, with an area)")
     return out
 
 
