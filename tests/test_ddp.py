@@ -88,9 +88,29 @@ hist = train.run_steps(model, BatchStream(ds, BATCH), step, sched, out / "cut.pt
 result["resumed"] = torch.cat([p.detach().flatten() for p in model.parameters()])
 result["resumed_history"] = hist
 
-everyone = [None] * dist.get_world_size()
-dist.all_gather_object(everyone, calls)
-result["writes"] = everyone
+# 4. validation: rank 0 alone runs it and keeps the best checkpoint; the others wait at a barrier
+val_calls = []
+
+
+def fake_validation(m):
+    val_calls.append(1)
+    return {"val_auc": 0.5}
+
+
+model, step = model_and_step(0)
+vs = train.Schedule(steps=2, batch_size=BATCH, log_every=1, checkpoint_every=100)
+train.run_steps(model, BatchStream(ds, BATCH), step, vs, out / "val.pth", "s", train.param_groups(model, vs),
+                validation=train.Validation(fake_validation, 1, lambda h: {"net": {}, "history": h}))
+
+# 5. a time budget: rank 0's clock decides, every rank stops at the same step
+model, step = model_and_step(0)
+ts = train.Schedule(steps=STEPS, batch_size=BATCH, log_every=1, checkpoint_every=100, time_budget=1e-6)
+hist = train.run_steps(model, BatchStream(ds, BATCH), step, ts, out / "timed.pth", "s", train.param_groups(model, ts))
+
+for key, mine in (("writes", calls), ("val_calls", len(val_calls)), ("timed_steps", hist[-1]["step"])):
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    result[key] = everyone
 if distributed.is_main():
     torch.save(result, out / "result.pt")
 distributed.shutdown()
@@ -136,6 +156,13 @@ def test_only_rank_0_writes(ddp_run):
     assert rank1 == []
     assert any(w.endswith("full.resume.pth") for w in rank0) and any(w.endswith("cut.resume.pth") for w in rank0)
     assert not list(out.glob(".*.tmp"))
+
+
+def test_rank_0_alone_validates_and_the_ranks_agree_on_the_time_budget(ddp_run):
+    out, r = ddp_run
+    assert r["val_calls"] == [2, 0]
+    assert (out / "val.best.pth").is_file() and any(w.endswith("val.best.pth") for w in r["writes"][0])
+    assert r["timed_steps"][0] == r["timed_steps"][1] < STEPS
 
 
 def test_resumed_run_matches_the_uninterrupted_one(ddp_run):
