@@ -12,8 +12,6 @@ import pytest
 from edgetrack.datasets import load_dataset
 from edgetrack.errors import EdgetrackError
 
-pytestmark = pytest.mark.xdist_group("training")
-
 
 def write_coco(root: Path, subset: str = "train2017") -> Path:
     """``root/annotations/instances_<subset>.json`` + ``root/<subset>/*.jpg`` from scikit-image's photos."""

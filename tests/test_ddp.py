@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.xdist_group("training")
+pytestmark = pytest.mark.xdist_group("ddp")  # its own group: it starts two processes of its own
 
 REPO = Path(__file__).resolve().parents[1]
 SYNTH = dict(n=2, seed=0, size=(160, 120), n_frames=20)

@@ -12,7 +12,6 @@ import pytest
 
 from edgetrack.errors import EdgetrackError
 
-pytestmark = pytest.mark.xdist_group("training")
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "training" / "recipes"
