@@ -341,7 +341,8 @@ def describe_device(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    return f"cpu ({name}, {torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({name}, {n} thread{'s' if n != 1 else ''})"
 
 
 def throughput(history: list[dict], stage: str, sched: Schedule) -> dict:
