@@ -63,7 +63,9 @@ def test_recipe_loads_with_the_reference_numbers(path):
 def test_reference_numbers_spot_checks():
     b = {s: json.loads((RECIPES / "mixformerv2-b" / f"{s}.json").read_text())["stages"][0] for s in CHAINS["mixformerv2-b"]}
     assert (b["teacher"]["epochs"], b["teacher"]["schedule"]["batch_size"], b["teacher"]["schedule"]["lr_drop"]) == (500, 120, 0.8)
-    assert (b["stage2"]["epochs"], b["stage2"]["remove_layers"], b["stage2"]["weights"]["feat"]) == (45, [0, 3, 6, 9], 0.2)
+    # remove (45 epochs, layers gone after 40) and fine-tune (500 epochs, lr drop at 400) as one stage
+    assert (b["stage2"]["epochs"], b["stage2"]["remove_layers"], b["stage2"]["weights"]["feat"]) == (545, [0, 3, 6, 9], 0.2)
+    assert b["stage2"]["fade_fraction"] == pytest.approx(40 / 545) and b["stage2"]["schedule"]["lr_drop"] == pytest.approx(445 / 545)
     assert (b["score"]["epochs"], b["score"]["schedule"]["lr"], b["score"]["schedule"]["lr_drop"]) == (40, 1e-4, 0.5)
     s1 = json.loads((RECIPES / "mixformerv2-s" / "stage1.json").read_text())["stages"][0]
     assert s1["epochs"] == 525 and s1["sampler"]["search_factor"] == 4.5
