@@ -547,8 +547,7 @@ class BatchStream:
 
     def __call__(self, k: int) -> dict[str, torch.Tensor]:
         if self.workers <= 0:
-            lo, hi = self.part or (0, self.batch_size)
-            raw = self.ds.raw_batch(range(k * self.batch_size + lo, k * self.batch_size + hi))
+            raw = _RawBatches(self.ds, self.batch_size, self.part)[k]
         else:
             if self._it is None or k != self._next:
                 self._start(k)
