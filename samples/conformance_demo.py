@@ -1,6 +1,6 @@
 """The conformance demo: the whole chain against the reference tracker, no downloads.
 
-A MixFormerV2-S checkpoint made with the conformance recipe (``../shared/conformance``:
+A MixFormerV2-S checkpoint made with the conformance recipe (``tests/data/conformance``:
 seeded random weights in the published layout) tracks the conformance clip. The tracker is
 exact but the weights are random, so the box collapses to the 10 px clip: this demonstrates
 the pipeline and its agreement with the reference tracker, not tracking quality
@@ -11,14 +11,16 @@ the reference tracker's boxes.
 """
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from _common import EDGETRACK, REPO, out_folder, sh  # samples/ is on sys.path when run as a script
 
-CONFORMANCE = REPO.parent / "shared" / "conformance"
+CONFORMANCE = Path(os.environ.get("EDGETRACK_CONFORMANCE", REPO / "tests" / "data" / "conformance"))
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""Shared fixtures. The conformance data lives in ../shared/conformance (beside the repo)."""
+"""Shared fixtures. The conformance data ships in tests/data/conformance (a copy of the project's
+shared/conformance); EDGETRACK_CONFORMANCE points at another copy."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFORMANCE = Path(os.environ.get("EDGETRACK_CONFORMANCE", REPO.parent / "shared" / "conformance"))
+CONFORMANCE = Path(os.environ.get("EDGETRACK_CONFORMANCE", REPO / "tests" / "data" / "conformance"))
 
 ARCH_FILES = {"mixformerv2-s": "mixformerv2_s", "mixformerv2-b": "mixformerv2_b", "mixvit-b": "mixvit_b_teacher"}
 
