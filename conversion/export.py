@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from torch import nn
 
 import edgetrack
 from edgetrack.bundle import Bundle, check_bundle_output, finalize_bundle, now_iso
+from edgetrack.progress import Progress
 from training.models import MixFormerV2, MixFormerV2Config
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,9 @@ PRECISIONS = ("fp32", "fp16")
 HEAD_OUTPUTS = ("pred_boxes", "pred_scores", "prob")
 GRAPHS = ("template", "search", "monolithic")
 
-ProgressFn = Callable[[str, int, int], None]  # (step, done, total)
 
 
-def _report(progress: ProgressFn | None, step: str, done: int, total: int) -> None:
+def _report(progress: Progress | None, step: str, done: int, total: int) -> None:
     log.info("convert: %s (%d/%d)", step, done, total)
     if progress is not None:
         progress(step, done, total)
@@ -97,7 +96,7 @@ def _convert(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: t
     return ov_model
 
 
-def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress: ProgressFn | None = None,
+def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress: Progress | None = None,
                    done: int = 0, total: int | None = None) -> dict[str, ov.Model]:
     """The OpenVINO graphs (in memory) of a MixFormerV2 model: template, search and monolithic."""
     cfg = model.cfg
@@ -163,7 +162,7 @@ def save_bundle(graphs: dict[str, ov.Model], out_dir: str | Path, meta: dict, pr
 
 def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp32",
                   provenance: dict | None = None, monolithic: bool = False, force: bool = True,
-                  progress: ProgressFn | None = None, steps_done: int = 0) -> Bundle:
+                  progress: Progress | None = None, steps_done: int = 0) -> Bundle:
     """Export ``model`` to a bundle folder; ``progress(step, done, total)`` reports each step.
     ``monolithic``: also write the monolithic graph (comparison and tests only; off by default)."""
     if precision not in PRECISIONS:
@@ -183,10 +182,11 @@ def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp3
 
 
 def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | Path, precision: str = "fp32",
-                       monolithic: bool = False, force: bool = True, progress: ProgressFn | None = None) -> Bundle:
+                       monolithic: bool = False, force: bool = True, progress: Progress | None = None) -> Bundle:
     """``edgetrack convert``: a published or own checkpoint -> model bundle (``arch`` None: the
     checkpoint's own config, else MixFormerV2-S). ``progress(step, done, total)`` reports each step."""
-    from conversion.official import CheckpointError, canonical_arch, load_official_checkpoint, sha256_file
+    from conversion.official import CheckpointError, canonical_arch, load_official_checkpoint
+    from edgetrack.io import sha256_file
 
     check_bundle_output(out_dir, force)
     arch = canonical_arch(arch)

@@ -7,7 +7,6 @@ by ``training`` also carries its ``config`` (``dataclasses.asdict``): it is rebu
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -41,19 +40,8 @@ def canonical_arch(arch: str | None) -> str | None:
     if arch is None:
         return None  # the checkpoint's own config (or DEFAULT_ARCH) decides
     key = _arch_key(arch)
-    try:
-        get_config(key)
-    except KeyError as err:
-        raise CheckpointError(str(err.args[0])) from None
+    get_config(key)  # an unknown name: EdgetrackError
     return key
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

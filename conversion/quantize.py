@@ -30,6 +30,7 @@ for measuring).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -47,7 +48,10 @@ import edgetrack
 from edgetrack.bundle import MODEL_NAMES, Bundle, check_bundle_output, finalize_bundle, now_iso
 from edgetrack.engine import OpenVINOEngine, TrackerConfig
 from edgetrack.errors import EdgetrackError
-from edgetrack.geometry import Normalizer, sample_target
+from edgetrack.evaluation import track_sequence
+from edgetrack.geometry import Box, Normalizer, sample_target
+from edgetrack.progress import Progress
+from edgetrack.sequence import Sequence
 from edgetrack.tracker import Tracker
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,6 @@ PRESETS = ("mixed", "performance")
 # Everything after the backbone: box head (MLP, LayerNorm, softmax over bins, expectation)
 # and score head. The export names ops after the torch modules (``__module.model.box_head...``).
 HEAD_PATTERN = r".*\b(box_head|score_head)\b.*"
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 class QuantizeError(EdgetrackError):
@@ -167,7 +170,9 @@ class CalibrationSet:
 
 
 class RecordingEngine:
-    """An engine that forwards to an OpenVINO engine and keeps the inputs it is given."""
+    """An engine that forwards to an OpenVINO engine and keeps the inputs it is given: every
+    template pair it encodes (and the ``template_kv`` that came out), and the search crop of
+    a step when ``record_next`` is set."""
 
     def __init__(self, inner: OpenVINOEngine, calib: CalibrationSet):
         self.inner = inner
@@ -187,86 +192,83 @@ class RecordingEngine:
         return self.inner.infer(search)
 
 
-@dataclass
-class _CalibSequence:
-    name: str
-    n_frames: int
-    load: Callable[[], tuple[Iterable[np.ndarray], np.ndarray]]  # (RGB frames, ground truth (N, 4) x,y,w,h)
+class CalibrationTracker(Tracker):
+    """The tracker over a :class:`RecordingEngine` that picks which frames are kept: every
+    ``stride``-th tracked frame (counted over all sequences) has its search step recorded,
+    and the template crop at its predicted box (what a template update there would encode)."""
+
+    def __init__(self, engine: RecordingEngine, stride: int):
+        super().__init__(engine)
+        self.recorder = engine
+        self.stride = stride
+        self.tracked = 0
+        self._normalize = Normalizer(engine.config.mean, engine.config.std)
+
+    def init(self, frame: np.ndarray, box) -> None:
+        super().init(frame, box)
+        self.recorder.calib.sequences += 1
+
+    def track(self, frame: np.ndarray) -> tuple[Box, float]:
+        sample = self.tracked % self.stride == 0
+        self.recorder.record_next = sample
+        try:
+            box, score = super().track(frame)
+        finally:
+            self.recorder.record_next = False
+        if sample:
+            c = self.config
+            patch, _ = sample_target(frame, box, c.template_factor, c.template_size)
+            self.recorder.calib.candidate_pairs.append((self.template, self._normalize(patch)))
+        self.tracked += 1
+        self.recorder.calib.frames += 1
+        return box, score
 
 
-def _synth_sequences(cfg: CalibrationConfig) -> list[_CalibSequence]:
-    from edgetrack.synth import generate_sequence, sequence_name
+def calibration_sequences(cfg: CalibrationConfig) -> tuple[int, Iterator[Sequence]]:
+    """(frames to track, the sequences): the dataset's (at most ``max_sequences``, evenly
+    spread; each cut to ``frames_per_sequence``) or synthetic sequences 1..n of ``cfg.split``,
+    generated one at a time when the iterator gets to them."""
+    cfg.check()
+    if cfg.dataset is None:
+        from edgetrack.synth import generate_sequence
 
-    def load(i: int) -> tuple[list[np.ndarray], np.ndarray]:
-        frames, gt, _, _ = generate_sequence(i, cfg.seed, cfg.split, cfg.synth_size, cfg.frames_per_sequence)
-        return frames, np.asarray(gt, dtype=np.float64)
-
-    return [_CalibSequence(sequence_name(cfg.split, i), cfg.frames_per_sequence, lambda i=i: load(i))
-            for i in range(cfg.synth_sequences)]
-
-
-def _dataset_sequences(cfg: CalibrationConfig) -> list[_CalibSequence]:
+        n = cfg.frames_per_sequence
+        gen = (generate_sequence(i, cfg.seed, cfg.split, cfg.synth_size, n) for i in range(1, cfg.synth_sequences + 1))
+        return cfg.synth_sequences * (n - 1), gen
     from edgetrack.datasets import load_dataset
-    from edgetrack.evaluation import read_frame
 
-    assert cfg.dataset is not None
     seqs = load_dataset(cfg.dataset)
     if cfg.max_sequences is not None and len(seqs) > cfg.max_sequences:
         idx = np.linspace(0, len(seqs) - 1, cfg.max_sequences).round().astype(int)
         seqs = [seqs[i] for i in sorted(set(idx.tolist()))]
-    out = []
+    usable = []
     for seq in seqs:
         if len(seq) < 2 or not np.isfinite(seq.init_box).all():
-            log.info("calibration: %s skipped (fewer than 2 frames or no first box)", seq.name)
+            log.info("%s: %s skipped (fewer than 2 frames or no first box)", cfg.role, seq.name)
             continue
-        paths = seq.frames[:cfg.frames_per_sequence]
-        gt = np.asarray(seq.ground_truth[:len(paths)], dtype=np.float64)
-        out.append(_CalibSequence(seq.name, len(paths),
-                                  lambda paths=paths, gt=gt: ((read_frame(p) for p in paths), gt)))
-    return out
-
-
-def calibration_sequences(cfg: CalibrationConfig) -> list[_CalibSequence]:
-    cfg.check()
-    seqs = _dataset_sequences(cfg) if cfg.dataset is not None else _synth_sequences(cfg)
-    if not seqs:
+        usable.append(seq.head(cfg.frames_per_sequence))
+    if not usable:
         raise QuantizeError(f"{cfg.role} data {cfg.dataset}: no usable sequence "
                             "(each needs 2 or more frames and a first box)")
-    return seqs
+    return sum(len(s) - 1 for s in usable), iter(usable)
 
 
 def capture_calibration(bundle: Bundle, cfg: CalibrationConfig, target_samples: int,
-                        progress: ProgressFn | None = None) -> CalibrationSet:
-    """Track the calibration sequences with ``bundle`` and keep about ``target_samples``
-    search samples (and as many template samples), spread evenly over the tracked frames."""
-    seqs = calibration_sequences(cfg)
-    total = sum(s.n_frames - 1 for s in seqs)
+                        progress: Progress | None = None) -> CalibrationSet:
+    """Track the calibration sequences with ``bundle`` (the evaluation's ``track_sequence``
+    over a :class:`CalibrationTracker`) and keep about ``target_samples`` search samples (and
+    as many template samples), spread evenly over the tracked frames."""
+    total, seqs = calibration_sequences(cfg)
     stride = max(1, total // max(1, target_samples))
     calib = CalibrationSet()
-    engine = RecordingEngine(OpenVINOEngine(bundle, "CPU"), calib)
-    tracker = Tracker(engine)
-    c = engine.config
-    normalize = Normalizer(c.mean, c.std)
-    done = 0
+    tracker = CalibrationTracker(RecordingEngine(OpenVINOEngine(bundle, "CPU"), calib), stride)
+
+    def frames_done(_name: str, _k: int) -> None:
+        if progress is not None:
+            progress("calibration frames", tracker.tracked, total)
+
     for seq in seqs:
-        frames, gt = seq.load()
-        init_box = tuple(float(v) for v in gt[0])
-        calib.sequences += 1
-        for k, frame in enumerate(frames):
-            if k == 0:
-                tracker.init(frame, init_box)
-                continue
-            sample = done % stride == 0
-            engine.record_next = sample
-            box, _ = tracker.track(frame)
-            engine.record_next = False
-            if sample:  # the crop a template update at this frame would encode
-                patch, _ = sample_target(frame, box, c.template_factor, c.template_size)
-                calib.candidate_pairs.append((tracker.template, normalize(patch)))
-            done += 1
-            calib.frames += 1
-            if progress is not None:
-                progress("calibration frames", done, total)
+        track_sequence(tracker, seq, frames_done, report_every=1)
     if not calib.searches:
         raise QuantizeError(f"calibration data {cfg.dataset or 'synth'}: no frame to calibrate on")
     log.info("calibration: %s", calib.counts())
@@ -332,15 +334,6 @@ def quantize_model(model: ov.Model, model_name: str, calib: CalibrationSet, opts
 
 
 # -- accuracy control ------------------------------------------------------------------------
-@dataclass
-class ValSequence:
-    """A validation sequence held in memory: RGB frames and ground truth (N, 4)."""
-
-    name: str
-    frames: list[np.ndarray]
-    gt: np.ndarray
-
-
 def validation_config(dataset: str | None = None, sequences: int = 8, frames: int = 100, seed: int = 1,
                       size: tuple[int, int] = (640, 480), max_sequences: int | None = None) -> CalibrationConfig:
     """The validation split of accuracy control: ``sequences`` synthetic *eval*-split sequences
@@ -349,30 +342,26 @@ def validation_config(dataset: str | None = None, sequences: int = 8, frames: in
                              frames_per_sequence=frames, max_sequences=max_sequences, split="eval", role="validation")
 
 
-def load_validation(cfg: CalibrationConfig) -> list[ValSequence]:
+def load_validation(cfg: CalibrationConfig) -> list[Sequence]:
+    """The validation sequences, frames in memory (they are tracked many times)."""
     out = []
-    for seq in calibration_sequences(cfg):
-        frames, gt = seq.load()
-        frames = list(frames)
-        out.append(ValSequence(seq.name, frames, np.asarray(gt, dtype=np.float64)[:len(frames)]))
+    for seq in calibration_sequences(cfg)[1]:
+        if not seq.in_memory:
+            seq = dataclasses.replace(seq, frames=list(seq.iter_frames()))
+        out.append(seq)
     return out
 
 
-def track_auc(config: TrackerConfig, template_model, search_model, sequences: Iterable[ValSequence]) -> tuple[float, list[float]]:
+def track_auc(config: TrackerConfig, template_model, search_model, sequences: Iterable[Sequence]) -> tuple[float, list[float]]:
     """(mean success AUC, AUC per sequence) of the tracker loop over ``sequences`` with two
     compiled graphs: NNCF's validation function, and the measure of every candidate."""
     from edgetrack.metrics import evaluate_sequence
 
-    engine = OpenVINOEngine.from_compiled(config, template_model, search_model)
-    tracker = Tracker(engine)
+    tracker = Tracker(OpenVINOEngine.from_compiled(config, template_model, search_model))
     per_seq = []
     for seq in sequences:
-        boxes = np.zeros((len(seq.frames), 4))
-        tracker.init(seq.frames[0], tuple(float(v) for v in seq.gt[0]))
-        boxes[0] = seq.gt[0]
-        for k in range(1, len(seq.frames)):
-            boxes[k] = tracker.track(seq.frames[k])[0]
-        score = evaluate_sequence(boxes, seq.gt, name=seq.name)
+        boxes, _ = track_sequence(tracker, seq)
+        score = evaluate_sequence(boxes, seq.ground_truth, name=seq.name)
         per_seq.append(score.auc if score.n_scored else 0.0)
     return (float(np.mean(per_seq)) if per_seq else float("nan")), per_seq
 
@@ -406,7 +395,7 @@ def restorer_report() -> Iterator[dict]:
 
 
 def accuracy_controlled(src: Bundle, graphs: dict[str, ov.Model], calib: CalibrationSet, opts: QuantizeOptions,
-                        val: list[ValSequence], progress: ProgressFn | None = None) -> tuple[dict[str, ov.Model], dict]:
+                        val: list[Sequence], progress: Progress | None = None) -> tuple[dict[str, ov.Model], dict]:
     """Template encoder and search step with accuracy control (``opts.max_drop``, absolute AUC).
 
     1. The template encoder is quantized as usual; if that alone costs more than half the
@@ -543,7 +532,7 @@ def int8_meta(src: Bundle, cfg: CalibrationConfig, opts: QuantizeOptions, calib:
 
 def quantize_bundle(src_bundle_dir: str | Path, out_dir: str | Path, calibration: CalibrationConfig | None = None,
                     subset_size: int | None = None, options: QuantizeOptions | None = None,
-                    progress: ProgressFn | None = None, force: bool = True,
+                    progress: Progress | None = None, force: bool = True,
                     validation: CalibrationConfig | None = None) -> Bundle:
     """An INT8 copy of a bundle: the template encoder and the search step (and, with
     ``options.monolithic``, the monolithic graph) quantized by NNCF on inputs captured from the

@@ -18,10 +18,10 @@ import numpy as np
 from edgetrack.bundle import Bundle, BundleError
 from edgetrack.engine import compile_config, core, openvino_message, resolve_device
 from edgetrack.errors import EdgetrackError
+from edgetrack.progress import Progress
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
@@ -94,7 +94,7 @@ def _random_inputs(model, rng) -> dict:
             for p in model.inputs}
 
 
-def _stage(progress: ProgressFn | None, stage: str) -> Callable[[int, int], None] | None:
+def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
     if progress is None:
         return None
     return lambda done, total: progress(stage, done, total)
@@ -109,7 +109,7 @@ def _compile(bundle: Bundle, model_name: str, device: str, props: dict):
 
 
 def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, warmup: int = 10,
-                 inference_precision: str | None = None, progress: ProgressFn | None = None,
+                 inference_precision: str | None = None, progress: Progress | None = None,
                  peak: dict[str, float] | None = None) -> list[BenchResult]:
     """Template encoder, search step (split: template once, search per frame), monolithic
     (when the bundle has it: ``edgetrack convert --monolithic``).
@@ -153,7 +153,7 @@ def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, war
 
 
 def bench_torch(bundle: Bundle, iterations: int = 100, warmup: int = 10,
-                progress: ProgressFn | None = None) -> list[BenchResult]:
+                progress: Progress | None = None) -> list[BenchResult]:
     """Torch FP32 monolithic (the reference tracker's per-frame call) for the bundle's architecture."""
     check_counts(iterations, warmup)
     import torch

@@ -12,16 +12,15 @@ other users and services can read them.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import default_mode, sha256_file, write_json_atomic  # noqa: F401 (also imported from here)
 
 FORMAT = "edgetrack-bundle"
 FORMAT_VERSION = 1
@@ -40,50 +39,8 @@ class BundleError(EdgetrackError):
     """A model bundle that is missing, corrupt or does not fit."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def current_umask() -> int:
-    """The process umask (read from /proc where it can be, so that no other thread ever
-    creates a file under a temporarily changed umask)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def default_mode(folder: bool = False) -> int:
-    """The mode ``open()``/``mkdir()`` would give (0644/0755 under umask 022); ``mkstemp`` and
-    ``mkdtemp`` give 0600/0700, which would hide a bundle from other users."""
-    return (0o777 if folder else 0o666) & ~current_umask()
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass

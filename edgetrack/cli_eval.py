@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -21,17 +21,6 @@ ABSENT_HELP = (
     "Frames where the target is absent but annotated: 'score' them against their box like the got10k "
     "toolkit (default), count them as 'fail'ures (pytracking LaSOT), or 'exclude' them."
 )
-
-
-def _json_safe(obj):
-    """NaN/inf become null so that summary.json is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def _names(sequences: Optional[str]) -> Optional[list[str]]:
@@ -190,7 +179,7 @@ def analyze_cmd(
           f"0, 0.05, ..., 1; P at 20 px; NP at 0.2; AO/SR without the first frame), absent frames: {absent}.\n\n"
           + markdown_table(summaries))
     write_atomic(out / "summary.md", md)
-    write_atomic(out / "summary.json", json.dumps(_json_safe(
+    write_atomic(out / "summary.json", json.dumps(json_safe(
         {"dataset": dataset, "absent": absent,
          "trackers": {label: {"results": str(labels[label]), **s.as_dict()} for label, s in summaries.items()}}),
         indent=1, allow_nan=False) + "\n")

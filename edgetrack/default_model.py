@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from edgetrack.bundle import sha256_file
+from edgetrack.io import sha256_file
 from edgetrack.errors import EdgetrackError
 from edgetrack.synth.library import cache_root
 

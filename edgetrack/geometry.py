@@ -19,6 +19,13 @@ from edgetrack.errors import EdgetrackError
 Box = tuple[float, float, float, float]
 
 
+def check_frame(frame: np.ndarray) -> None:
+    """A frame the trackers take: an RGB uint8 array of shape (H, W, 3), else EdgetrackError."""
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
+        desc = getattr(frame, "shape", type(frame).__name__)
+        raise EdgetrackError(f"frame {desc}: expected an RGB uint8 array of shape (H, W, 3)")
+
+
 @dataclass(frozen=True)
 class Crop:
     """Where a crop came from: scale of the resize and the crop window in image pixels."""

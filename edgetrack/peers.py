@@ -14,22 +14,15 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.geometry import Box, check_frame
 
 log = logging.getLogger(__name__)
-
-Box = tuple[float, float, float, float]
 
 PEERS: dict[str, Callable[[], object]] = {
     "csrt": lambda: cv2.TrackerCSRT.create(),
     "kcf": lambda: cv2.TrackerKCF.create(),
     "mil": lambda: cv2.TrackerMIL.create(),
 }
-
-
-def _check_frame(frame: np.ndarray) -> None:
-    if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-        desc = getattr(frame, "shape", type(frame).__name__)
-        raise EdgetrackError(f"frame {desc}: expected an RGB uint8 array of shape (H, W, 3)")
 
 
 class OpenCVTracker:
@@ -44,7 +37,7 @@ class OpenCVTracker:
         self.state: Box | None = None
 
     def init(self, frame: np.ndarray, box: Box) -> None:
-        _check_frame(frame)
+        check_frame(frame)
         h, w = frame.shape[:2]
         x, y, bw, bh = (float(v) for v in box)
         if not (bw > 0 and bh > 0) or not np.isfinite([x, y, bw, bh]).all():
@@ -61,7 +54,7 @@ class OpenCVTracker:
     def track(self, frame: np.ndarray) -> tuple[Box, float]:
         if self._tracker is None or self.state is None:
             raise EdgetrackError("track() called before init()")
-        _check_frame(frame)
+        check_frame(frame)
         ok, rect = self._tracker.update(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         if ok and rect[2] > 0 and rect[3] > 0:
             self.state = tuple(float(v) for v in rect)  # type: ignore[assignment]

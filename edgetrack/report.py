@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-from collections.abc import Callable, Sequence as Seq
+from collections.abc import Sequence as Seq
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,13 +34,13 @@ from edgetrack.evaluation import (
     run_eval,
     scorable,
     score_results,
-    write_atomic,
 )
+from edgetrack.io import dumps_json, json_safe, write_bytes_atomic, write_text_atomic
 from edgetrack.metrics import rect_iou
+from edgetrack.progress import Progress
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 SOURCE_FILE = "source.json"  # in each results folder: which bundle made the results
 
 
@@ -87,7 +86,7 @@ class Report:
     peak: dict | None = None  # precision -> edgetrack.peak.PeakResult as a dict
 
     def to_dict(self) -> dict:
-        return _finite({**{k: v for k, v in asdict(self).items() if k != "rows"},
+        return json_safe({**{k: v for k, v in asdict(self).items() if k != "rows"},
                         "reference": self.rows[0].label if self.rows else None,
                         "bundles": [asdict(r) for r in self.rows]})
 
@@ -257,18 +256,6 @@ def _f(v: float | None, digits: int, signed: bool = False) -> str:
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
-def _finite(obj):
-    """NaN/inf -> None, recursively (strict JSON)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-# -- pieces ----------------------------------------------------------------------------------
 def unique_labels(bundles: Seq[Bundle]) -> list[str]:
     """Folder names, made unique (``name``, ``name-2``, ...)."""
     labels: list[str] = []
@@ -295,7 +282,7 @@ def check_results_source(results_dir: Path, bundle: Bundle, device: str) -> None
                                  f"({theirs.get('bundle')}, {theirs.get('device')}); delete it or use another --out")
         return
     results_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic(src, json.dumps(mine, indent=1) + "\n")
+    write_text_atomic(src, dumps_json(mine, indent=1))
 
 
 def box_agreement(ref_dir: Path, other_dir: Path, sequences: Seq[Sequence]) -> float:
@@ -328,11 +315,11 @@ def record_measurements(bundle: Bundle, row: BundleRow, dataset: str, device: st
     """Merge this run's accuracy (per dataset) and latency (per device) into ``bundle.json``."""
     m = bundle.meta.get("measurements") or {}
     accuracy = dict(m.get("accuracy") or {})
-    accuracy[dataset] = _finite({"auc": row.auc, "precision_20": row.precision_20,
+    accuracy[dataset] = json_safe({"auc": row.auc, "precision_20": row.precision_20,
                                  "norm_precision_02": row.norm_precision_02, "sequences": row.sequences,
                                  "device": device, "date": date})
     latency = dict(m.get("latency") or {})
-    latency[device] = _finite({"template_ms": row.template_ms, "search_ms": row.search_ms,
+    latency[device] = json_safe({"template_ms": row.template_ms, "search_ms": row.search_ms,
                                "monolithic_ms": row.monolithic_ms, "cpu": cpu, "iterations": iterations,
                                "date": date})
     bundle.update_measurements(accuracy=accuracy, latency=latency)
@@ -341,7 +328,7 @@ def record_measurements(bundle: Bundle, row: BundleRow, dataset: str, device: st
 # -- the report ------------------------------------------------------------------------------
 def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, device: str = "CPU",
                  iterations: int = 100, warmup: int = 10, workers: int = 1, record: bool = True,
-                 progress: ProgressFn | None = None, peak: bool = True, peak_size: int = 1024,
+                 progress: Progress | None = None, peak: bool = True, peak_size: int = 1024,
                  profile: bool = True) -> Report:
     """Evaluate and time every bundle, write ``report.md``/``report.json``/``report.png``/
     ``report.html`` in ``out_dir``. ``peak``: measure the machine's peak MatMul throughput
@@ -433,10 +420,8 @@ def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, dev
                     ", ".join(sorted(arches)))
     png = plot_png(report.rows, f"{report.rows[0].arch} on {dataset} ({cpu})")
     if png is not None:
-        tmp = out_dir / ".report.png.tmp"
-        tmp.write_bytes(png)
-        os.replace(tmp, out_dir / "report.png")
-    write_atomic(out_dir / "report.json", json.dumps(report.to_dict(), indent=1, allow_nan=False) + "\n")
-    write_atomic(out_dir / "report.md", report.markdown())
-    write_atomic(out_dir / "report.html", report.html(png))
+        write_bytes_atomic(out_dir / "report.png", png)
+    write_text_atomic(out_dir / "report.json", dumps_json(report.to_dict(), indent=1))
+    write_text_atomic(out_dir / "report.md", report.markdown())
+    write_text_atomic(out_dir / "report.html", report.html(png))
     return report

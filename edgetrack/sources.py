@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import IMAGE_SUFFIXES, is_image, read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,6 @@ def quiet_opencv() -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     except AttributeError:  # pragma: no cover - builds without the logging module
         pass
-
-
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class FrameSource:
@@ -123,18 +121,15 @@ class FolderSource(FrameSource):
         folder = Path(folder)
         if not folder.is_dir():
             raise EdgetrackError(f"frames folder {folder}: not a folder")
-        self.files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        self.files = sorted(p for p in folder.iterdir() if is_image(p))
         if not self.files:
-            raise EdgetrackError(f"frames folder {folder}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+            raise EdgetrackError(f"frames folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
         self.name = f"frames {folder}"
         self.fps = fps
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for f in self.files:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise EdgetrackError(f"frame {f}: cannot be read as an image")
-            yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            yield read_rgb(f)
 
 
 class PacedSource(FrameSource):

@@ -18,7 +18,7 @@ import numpy as np
 from edgetrack.bundle import Bundle
 from edgetrack.engine import Engine, OpenVINOEngine
 from edgetrack.errors import EdgetrackError
-from edgetrack.geometry import Box, Crop, Normalizer, clip_box, map_box_back, sample_target, validate_box
+from edgetrack.geometry import Box, Crop, Normalizer, check_frame, clip_box, map_box_back, sample_target, validate_box
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,10 @@ class Tracker:
         patch, _ = sample_target(frame, box, c.template_factor, c.template_size)
         return self.normalize(patch)
 
-    def _check_frame(self, frame: np.ndarray) -> None:
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
-            desc = getattr(frame, "shape", type(frame).__name__)
-            raise EdgetrackError(f"frame {desc}: expected an RGB uint8 array of shape (H, W, 3)")
-
     # -- the loop --------------------------------------------------------------------------
     def init(self, frame: np.ndarray, box) -> None:
         """Start tracking the object inside ``box`` (x, y, w, h) of ``frame``."""
-        self._check_frame(frame)
+        check_frame(frame)
         box = validate_box(box, frame.shape)
         self.template = self._template_crop(frame, box)
         self.online_template = self.template
@@ -105,7 +100,7 @@ class Tracker:
         """The normalised search crop around the current state."""
         if self.state is None:
             raise EdgetrackError("track() called before init(frame, box)")
-        self._check_frame(frame)
+        check_frame(frame)
         self._check_size(frame)
         c = self.config
         patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size)

@@ -72,11 +72,11 @@ def test_bad_coco_input_is_one_clear_error(coco, tmp_path):
 
 
 def test_sampler_uses_the_image_for_templates_and_search(coco):
-    from training.data import SamplerConfig, TripletDataset, sequences_from_spec
+    from training.data import SamplerConfig, TripletDataset, sequences_from_spec, usable
     from training.models import get_config
 
     seqs = sequences_from_spec(f"coco:{coco}")
-    assert all(s.usable() for s in seqs) and all(s.source == f"coco:{coco}" for s in seqs)
+    assert all(usable(s) for s in seqs) and all(s.source == f"coco:{coco}" for s in seqs)
     ds = TripletDataset(seqs, get_config("mixformerv2-tiny"), SamplerConfig(), seed=0)
     offsets = []
     for i in range(12):

@@ -135,12 +135,12 @@ def test_calibration_captures_what_the_tracker_feeds(tiny_bundle):
     engine = OpenVINOEngine(tiny_bundle)
     tracker = Tracker(engine)
     k = 0
-    for i in range(2):
-        frames, gt, _, _ = generate_sequence(i, 3, "train", SMALL, 6)
-        tracker.init(frames[0], gt[0])
+    for i in range(2):  # synthetic sequences are numbered from 1, as everywhere
+        seq = generate_sequence(i + 1, 3, "train", SMALL, 6)
+        tracker.init(seq.frames[0], seq.init_box)
         np.testing.assert_array_equal(calib.encoded_pairs[i][0], tracker.template)
         np.testing.assert_array_equal(calib.template_kv[i], engine.template_kv.data)
-        for f in frames[1:]:
+        for f in seq.frames[1:]:
             crop, where = tracker.prepare(f)
             np.testing.assert_array_equal(calib.searches[k].crop, crop)
             assert calib.searches[k].pair == i
@@ -404,7 +404,7 @@ def test_accuracy_control_keeps_the_drop_within_bounds(tiny_bundle, tmp_path):
                           options=QuantizeOptions(max_drop=0.0), validation=val_cfg)
     ac = Bundle.load(out.path).meta["provenance"]["quantization"]["accuracy_control"]
     assert ac["max_drop"] == 0.0 and ac["validation"]["split"] == "eval" and ac["validation"]["seed"] == 1
-    assert ac["validation_sequences"] == ["synth-eval-0000", "synth-eval-0001"] and ac["validation_frames"] == 16
+    assert ac["validation_sequences"] == ["synth-eval-0001", "synth-eval-0002"] and ac["validation_frames"] == 16
     assert ac["drop_final"] <= 0.0 + 1e-9 and ac["reached_required_drop"]
     assert isinstance(ac["search_reverted_layers"], list)
     core = ov.Core()

@@ -324,14 +324,14 @@ def test_train_split_draws_on_the_library(built, monkeypatch):
     assert used_lib  # 3 library photos among 14: some sequences use them
     # the signature training/data.py calls picks the library up from the environment ...
     monkeypatch.setenv("EDGETRACK_PHOTO_LIBRARY", str(root))
-    frames, gt, absent, meta = generate_sequence(2, 3, "train", SMALL, 6)
-    assert meta["library"] == lib.info() and len(frames) == 6
+    seq = generate_sequence(2, 3, "train", SMALL, 6)
+    assert seq.meta["library"] == lib.info() and len(seq.frames) == 6
     # ... or from the default cache, when nothing else is said
     monkeypatch.delenv("EDGETRACK_PHOTO_LIBRARY")
     monkeypatch.setenv("EDGETRACK_CACHE", str(built[0]))
-    assert generate_sequence(2, 3, "train", SMALL, 6)[3]["library"] == lib.info()
+    assert generate_sequence(2, 3, "train", SMALL, 6).meta["library"] == lib.info()
     monkeypatch.setenv("EDGETRACK_PHOTO_LIBRARY", "off")
-    assert generate_sequence(2, 3, "train", SMALL, 6)[3]["library"] is None
+    assert generate_sequence(2, 3, "train", SMALL, 6).meta["library"] is None
 
 
 def test_eval_split_ignores_the_library(built, monkeypatch):
@@ -339,8 +339,8 @@ def test_eval_split_ignores_the_library(built, monkeypatch):
     ref = generate_sequence(1, 5, "eval", SMALL, 8)
     monkeypatch.setenv("EDGETRACK_PHOTO_LIBRARY", str(root))
     got = generate_sequence(1, 5, "eval", SMALL, 8)
-    assert all(np.array_equal(a, b) for a, b in zip(ref[0], got[0])) and ref[3] == got[3]
-    assert "library" not in got[3] and got[3]["version"] == 1
+    assert all(np.array_equal(a, b) for a, b in zip(ref.frames, got.frames)) and ref.meta == got.meta
+    assert "library" not in got.meta and got.meta["version"] == 1
     with pytest.raises(EdgetrackError, match="only the train split"):
         plan_sequence(1, 5, "eval", SMALL, 8, library=root)
 

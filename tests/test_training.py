@@ -17,8 +17,9 @@ import torch
 
 from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import crop_window
+from edgetrack.sequence import Sequence
 from edgetrack.synth import render_sequence
-from training.data import SamplerConfig, TrainSequence, TripletDataset, synth_sequences
+from training.data import SamplerConfig, TripletDataset, synth_sequences
 from training.models import MixFormerV2, build_model, get_config
 
 pytestmark = pytest.mark.xdist_group("training")
@@ -55,13 +56,13 @@ def chain(seqs, tmp_path_factory):
 
 
 # -- sampler ------------------------------------------------------------------------------------------
-def _mask_sequences(n: int = 2) -> list[TrainSequence]:
+def _mask_sequences(n: int = 2) -> list[Sequence]:
     """Synthetic sequences whose frames are the target's mask (white object on black)."""
     out = []
     for i in range(1, n + 1):
         s = render_sequence(i, 3, "train", SIZE, FRAMES, challenges=(), masks=True)
         frames = [np.repeat((m * 255).round().astype(np.uint8)[:, :, None], 3, axis=2) for m in s.masks]
-        out.append(TrainSequence(f"mask{i}", s.gt, ~s.absent, frames=frames))
+        out.append(Sequence(f"mask{i}", frames, s.ground_truth, visible=s.visible))
     return out
 
 
@@ -95,9 +96,9 @@ def test_search_box_maps_back_to_the_frame_box(seqs):
         x1, y1, side = crop_window(d.jittered[2], cfg.search_factor)
         u = s["search_box"].numpy().astype(np.float64)
         back = (x1 + u[0] * side, y1 + u[1] * side, u[2] * side, u[3] * side)
-        gt = seqs[d.search_seq].gt[d.search_id]
+        gt = seqs[d.search_seq].ground_truth[d.search_id]
         assert np.allclose(back, gt, atol=1e-3)
-        assert s["label"] == 1.0 and ds.all_sequences[d.seq].visible[d.template_ids].all()
+        assert s["label"] == 1.0 and ds.all_sequences[d.seq].present[d.template_ids].all()
         assert d.template_ids[1] < d.template_ids[0] < d.search_id  # causal: online < template < search
 
 
@@ -115,14 +116,14 @@ def test_negatives_and_determinism(seqs):
     assert torch.equal(TripletDataset(seqs, cfg, sp, seed=11)[5]["search"], a["search"][5])
     for i in range(24):
         d, _ = TripletDataset(seqs, cfg, sp, seed=11).draw(i)
-        assert seqs[d.seq].visible[d.template_ids].all()  # templates never on absent frames
+        assert seqs[d.seq].present[d.template_ids].all()  # templates never on absent frames
 
 
 def test_absent_frames_are_never_templates():
     s = render_sequence(1, 0, "train", SIZE, FRAMES, challenges=())
     vis = np.ones(FRAMES, bool)
     vis[::2] = False  # pretend every other frame has no target
-    seq = TrainSequence("half", s.gt, vis, frames=s.frames)
+    seq = Sequence("half", s.frames, s.ground_truth, visible=vis)
     ds = TripletDataset([seq], get_config("mixformerv2-tiny"), SamplerConfig(pos_prob=0.5), seed=0)
     labels = []
     for i in range(30):
@@ -135,7 +136,7 @@ def test_absent_frames_are_never_templates():
 
 def test_unusable_data_is_one_clear_error():
     s = render_sequence(1, 0, "train", SIZE, FRAMES, challenges=())
-    seq = TrainSequence("dark", s.gt, np.zeros(FRAMES, bool), frames=s.frames)
+    seq = Sequence("dark", s.frames, s.ground_truth, visible=np.zeros(FRAMES, bool))
     with pytest.raises(EdgetrackError, match="visible"):
         TripletDataset([seq], get_config("mixformerv2-tiny"))
 
@@ -398,7 +399,7 @@ def test_final_checkpoint_converts_and_tracks(chain, tmp_path):
     assert bundle.arch == "mixformerv2-tiny"
     s = render_sequence(9, 1, "train", SIZE, 6, challenges=())
     tracker = Tracker(bundle.path)
-    tracker.init(s.frames[0], tuple(s.gt[0]))
+    tracker.init(s.frames[0], s.init_box)
     for f in s.frames[1:]:
         box, score = tracker.track(f)
         assert len(box) == 4 and all(np.isfinite(box)) and 0.0 <= score <= 1.0

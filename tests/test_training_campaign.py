@@ -251,7 +251,7 @@ def test_parallel_generation_gives_the_same_sequences():
     two = synth_sequences(3, seed=4, size=(96, 72), n_frames=8, workers=2)
     assert [s.name for s in one] == [s.name for s in two]
     for a, b in zip(one, two):
-        assert np.array_equal(a.gt, b.gt) and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
+        assert np.array_equal(a.ground_truth, b.ground_truth) and all(np.array_equal(x, y) for x, y in zip(a.frames, b.frames))
 
 
 def test_time_budget_ends_the_stage_and_drives_the_schedule(seqs, tmp_path, monkeypatch):

@@ -7,8 +7,6 @@ alone. Published ``{"net": ...}`` files have no ``config``: they need a named ``
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import torch
 from torch import nn
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import atomic_output
 from training.models import build_model, get_config
 from training.models.configs import ViTConfig, config_from_dict
 
@@ -27,17 +26,8 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:  # with the usual mode: checkpoints are for others to read too
         torch.save(obj, tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600: checkpoints are for others to read too
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -109,10 +99,7 @@ def checkpoint_config(ckpt: dict, arch: str | None = None, source: str = "checkp
         return cfg
     if arch is None:
         raise EdgetrackError(f"{source} has no 'config'; name its architecture (e.g. --arch mixformerv2-s)")
-    try:
-        return get_config(arch)
-    except KeyError as err:
-        raise EdgetrackError(str(err.args[0])) from None
+    return get_config(arch)
 
 
 def load_model(path: str | Path, arch: str | None = None, kind: type[nn.Module] | None = None) -> tuple[nn.Module, dict]:

@@ -35,7 +35,6 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -44,77 +43,46 @@ from torch.utils.data import Dataset
 
 from edgetrack.datasets import load_dataset
 from edgetrack.errors import EdgetrackError
-from edgetrack.geometry import Crop, crop_window, sample_target
+from edgetrack.geometry import Box, Crop, crop_window, sample_target
+from edgetrack.sequence import Sequence
 
 log = logging.getLogger(__name__)
 
-Box = tuple[float, float, float, float]
 MIN_VISIBLE = 6  # the reference wants more than 2 * (num_search + num_template) visible frames
 
 
 # -- sequences ------------------------------------------------------------------------------------
-@dataclass
-class TrainSequence:
-    """One annotated sequence, frames in memory (``frames``) or on disk (``paths``)."""
-
-    name: str
-    gt: np.ndarray  # (N, 4) x, y, w, h
-    visible: np.ndarray  # (N,) bool: annotated, present and with an area
-    frames: list[np.ndarray] | None = None
-    paths: list[Path] | None = None
-    source: str = ""  # the data set it comes from (its spec): the key of the sampler's ratios
-
-    def __len__(self) -> int:
-        return len(self.gt)
-
-    def usable(self) -> bool:
-        """Enough visible frames to sample from (a single image: its one visible frame)."""
-        if len(self.gt) == 1:
-            return bool(self.visible[0])
-        return int(self.visible.sum()) > MIN_VISIBLE
-
-    def frame(self, i: int) -> np.ndarray:
-        if self.frames is not None:
-            return self.frames[i]
-        assert self.paths is not None
-        img = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
-        if img is None:
-            raise EdgetrackError(f"{self.paths[i]}: cannot read image")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+# Training takes :class:`edgetrack.sequence.Sequence` (frames on disk or in memory); its
+# ``present`` mask (annotated, with an area, not marked absent) is where the sampler draws.
 
 
-def _visible(gt: np.ndarray, present: np.ndarray | None) -> np.ndarray:
-    ok = ~np.isnan(gt).any(axis=1)
-    ok[ok] &= (gt[ok, 2] > 0) & (gt[ok, 3] > 0)
-    return ok if present is None else ok & np.asarray(present, dtype=bool)
+def usable(seq: Sequence) -> bool:
+    """Enough frames with the target to sample from (a single image: its one frame)."""
+    if len(seq) == 1:
+        return bool(seq.present[0])
+    return int(seq.present.sum()) > MIN_VISIBLE
 
 
-def sequences_from_spec(spec: str) -> list[TrainSequence]:
+def sequences_from_spec(spec: str) -> list[Sequence]:
     """Sequences of any ``edgetrack.datasets`` spec (``got10k-train:/data/got10k`` ...), frames read lazily."""
-    out = []
-    for s in load_dataset(spec):
-        if not s.full_annotation:
-            continue  # test splits: only the first box
-        out.append(TrainSequence(s.name, s.ground_truth, _visible(s.ground_truth, s.visible), paths=list(s.frames),
-                                 source=spec))
+    out = [s for s in load_dataset(spec) if s.full_annotation]  # test splits: only the first box
     if not out:
         raise EdgetrackError(f"dataset {spec}: no fully annotated sequences to train on")
     return out
 
 
-def _generate_train(job: tuple[int, int, tuple[int, int], int]) -> TrainSequence:
+def _generate_train(job: tuple[int, int, tuple[int, int], int]) -> Sequence:
     from edgetrack.synth import generate_sequence
 
     index, seed, size, n_frames = job
-    frames, gt, absent, meta = generate_sequence(index, seed, "train", size, n_frames)
-    return TrainSequence(meta["name"], gt, _visible(gt, ~absent), frames=frames)
+    return generate_sequence(index, seed, "train", size, n_frames)
 
 
-_SYNTH_CACHE: dict[tuple, tuple[TrainSequence, ...]] = {}
+_SYNTH_CACHE: dict[tuple, tuple[Sequence, ...]] = {}
 
 
 def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n_frames: int = 60,
-                    workers: int = 1) -> list[TrainSequence]:
+                    workers: int = 1) -> list[Sequence]:
     """Sequences 1..n of the synthetic *train* split (photos never used by the eval split),
     generated in memory (by ``workers`` processes) and cached per process (same arguments,
     same pixels, whatever the number of workers)."""
@@ -151,7 +119,7 @@ class DataConfig:
     synth_frames: int = 60
     workers: int = 1  # processes that generate the synthetic sequences
 
-    def load(self) -> list[TrainSequence]:
+    def load(self) -> list[Sequence]:
         if sum(v is not None for v in (self.spec, self.synth, self.mix)) != 1:
             raise EdgetrackError("training data: give exactly one of --data SPEC or --synth N (or a recipe's data mix)")
         if self.spec is not None:
@@ -278,11 +246,11 @@ class TripletDataset(Dataset):
     ImageNet-normalised float32 tensors, ``search_box`` (4,) x, y, w, h normalised to the search
     crop, ``label`` (1.0 object present in the search crop, 0.0 negative)."""
 
-    def __init__(self, sequences: list[TrainSequence], model_cfg, sampler: SamplerConfig | None = None,
+    def __init__(self, sequences: list[Sequence], model_cfg, sampler: SamplerConfig | None = None,
                  seed: int = 0, length: int = 1_000_000, ratios: dict[str, float] | None = None):
         self.sampler = sampler or SamplerConfig()
         self.all_sequences = list(sequences)
-        self.usable = [i for i, s in enumerate(self.all_sequences) if s.usable()]
+        self.usable = [i for i, s in enumerate(self.all_sequences) if usable(s)]
         if not self.usable:
             raise EdgetrackError(f"training data: no sequence has more than {MIN_VISIBLE} frames with the target visible "
                                  "(or is a single image with its target)")
@@ -372,16 +340,16 @@ class TripletDataset(Dataset):
             if len(seq) == 1:  # an image: the same frame for the templates and the search
                 ids = ([0, 0], 0)
             else:
-                ids = self._causal_ids(rng, seq.visible) if sp.mode == "causal" else self._trident_ids(rng, seq.visible)
+                ids = self._causal_ids(rng, seq.present) if sp.mode == "causal" else self._trident_ids(rng, seq.present)
             if ids is None:
                 continue
             t_ids, s_id = ids
             frames = [seq.frame(i) for i in t_ids]
-            boxes: list[Box] = [tuple(seq.gt[i]) for i in t_ids]  # type: ignore[misc]
+            boxes: list[Box] = [tuple(seq.ground_truth[i]) for i in t_ids]  # type: ignore[misc]
             label, s_seq = 1.0, si
             if rng.random() >= sp.pos_prob:  # negative sample
                 label = 0.0
-                s_id = self._pick(rng, seq.visible, 0, len(seq), want=False)
+                s_id = self._pick(rng, seq.present, 0, len(seq), want=False)
                 if s_id is not None:
                     s_frame = seq.frame(s_id)
                     s_box = _center_box(*s_frame.shape[:2])
@@ -391,9 +359,9 @@ class TripletDataset(Dataset):
                     other = self.all_sequences[s_seq]
                     s_id = int(rng.integers(len(other)))
                     s_frame = other.frame(s_id)
-                    s_box = tuple(other.gt[s_id]) if other.visible[s_id] else _center_box(*s_frame.shape[:2])
+                    s_box = tuple(other.ground_truth[s_id]) if other.present[s_id] else _center_box(*s_frame.shape[:2])
             else:
-                s_frame, s_box = seq.frame(s_id), tuple(seq.gt[s_id])
+                s_frame, s_box = seq.frame(s_id), tuple(seq.ground_truth[s_id])
             frames.append(s_frame)
             boxes.append(s_box)  # type: ignore[arg-type]
             d = Draw(si, t_ids, s_seq, s_id, label, gray=False, flip=False)

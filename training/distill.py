@@ -35,10 +35,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgetrack import sequence
 from edgetrack.errors import EdgetrackError
 from training import distributed
 from training.checkpoint import load_model, make_checkpoint
-from training.data import BatchStream, DataConfig, SamplerConfig, TrainSequence, TripletDataset
+from training.data import BatchStream, DataConfig, SamplerConfig, TripletDataset
 from training.losses import box_losses, dense_to_sparse_kl, feature_mimic, score_bce, sparse_kl
 from training.models import MixFormerV2, MixFormerV2Config, MixViT, MixViTConfig, build_model, get_config
 from training.train import Progress, Schedule, Validation, finish, param_groups, run_steps
@@ -46,7 +47,7 @@ from training.validate import ValConfig, Validator
 
 log = logging.getLogger(__name__)
 
-Data = DataConfig | Sequence[TrainSequence]
+Data = DataConfig | Sequence[sequence.Sequence]
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class LossWeights:
     iou_kind: str = "ciou"  # the distillation stages use CIoU; the MixViT teacher GIoU
 
 
-def _sequences(data: Data) -> list[TrainSequence]:
+def _sequences(data: Data) -> list[sequence.Sequence]:
     return data.load() if isinstance(data, DataConfig) else list(data)
 
 
@@ -76,10 +77,7 @@ def _batches(ds: TripletDataset, sched: Schedule) -> BatchStream:
 
 
 def _config(arch, kind: type) -> object:
-    try:
-        cfg = get_config(arch) if isinstance(arch, str) else arch
-    except KeyError as err:
-        raise EdgetrackError(str(err.args[0])) from None
+    cfg = get_config(arch) if isinstance(arch, str) else arch
     if not isinstance(cfg, kind):
         raise EdgetrackError(f"architecture {cfg.name}: expected a {kind.__name__.replace('Config', '')} configuration")
     return cfg

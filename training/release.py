@@ -13,13 +13,12 @@ import argparse
 import datetime as _dt
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from edgetrack.bundle import sha256_file
+from edgetrack.io import sha256_file, write_json_atomic
 from training.checkpoint import load_model, save_atomic
 
 log = logging.getLogger(__name__)
@@ -92,9 +91,7 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
         "notes": notes,
         **(extra or {}),
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out.with_suffix(".json"))
+    write_json_atomic(out.with_suffix(".json"), manifest)
     log.info("wrote %s (%.1f MB) and its manifest", out, manifest["bytes"] / 1e6)
     return manifest
 

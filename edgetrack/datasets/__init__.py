@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
-from edgetrack.datasets.base import Sequence, read_boxes, read_flags
+from edgetrack.datasets.base import read_boxes, read_flags
 from edgetrack.datasets.readers import (
     read_coco,
     read_folder,
@@ -32,6 +32,7 @@ from edgetrack.datasets.readers import (
     read_uav123,
 )
 from edgetrack.errors import EdgetrackError
+from edgetrack.sequence import Sequence
 
 __all__ = ["Sequence", "load_dataset", "parse_spec", "read_boxes", "read_flags", "KINDS"]
 
@@ -91,4 +92,6 @@ def load_dataset(spec: str, names: Collection[str] | None = None) -> list[Sequen
             raise EdgetrackError(f"dataset {spec}: no sequence named {', '.join(missing)}")
     if not seqs:
         raise EdgetrackError(f"dataset {spec}: no sequences")
+    for s in seqs:
+        s.source = spec
     return seqs

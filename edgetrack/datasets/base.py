@@ -1,4 +1,4 @@
-"""The one ``Sequence`` type every reader returns, and the annotation-file parsers they share.
+"""The annotation-file parsers the dataset readers share (they return :class:`edgetrack.sequence.Sequence`).
 
 Parsers are strict: a missing or malformed file raises :class:`EdgetrackError` naming the
 file and, for a malformed line, its line number.
@@ -8,64 +8,17 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import IMAGE_SUFFIXES, is_image
+from edgetrack.sequence import Sequence  # noqa: F401 (the readers' type, also imported from here)
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _SPLIT = re.compile(r"[,\t ;]+")
-
-
-@dataclass
-class Sequence:
-    """One annotated video, the same whatever dataset it comes from.
-
-    ``ground_truth`` is float64 (N, 4) ``x, y, w, h`` in pixels with a row per frame; a row of
-    NaN means the frame has no annotation (UAV123's absent frames, every frame but the first of
-    a GOT-10k/TrackingNet test sequence). ``visible`` (N,) is False where the dataset says the
-    target is absent (fully occluded or out of view); None when the dataset does not say.
-    ``full_annotation`` is False for test splits that publish only the first box: such a
-    sequence can be run but not scored.
-    """
-
-    name: str
-    frames: list[Path]
-    ground_truth: np.ndarray
-    dataset: str
-    visible: np.ndarray | None = None
-    object_class: str | None = None
-    full_annotation: bool = True
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        gt = np.asarray(self.ground_truth, dtype=np.float64)
-        if gt.ndim != 2 or gt.shape[1] != 4 or gt.shape[0] != len(self.frames):
-            raise ValueError(f"sequence {self.name}: ground truth {gt.shape} for {len(self.frames)} frames")
-        self.ground_truth = gt
-        if self.visible is not None:
-            vis = np.asarray(self.visible, dtype=bool)
-            if vis.shape != (len(self.frames),):
-                raise ValueError(f"sequence {self.name}: visible {vis.shape} for {len(self.frames)} frames")
-            self.visible = vis
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    @property
-    def init_box(self) -> tuple[float, float, float, float]:
-        """The first frame's box, which initialises a tracker."""
-        return tuple(float(v) for v in self.ground_truth[0])  # type: ignore[return-value]
-
-    @property
-    def annotated(self) -> np.ndarray:
-        """(N,) bool: frames whose ground-truth row is not NaN."""
-        return ~np.isnan(self.ground_truth).any(axis=1)
 
 
 def _fail(path: Path, lineno: int | None, what: str) -> EdgetrackError:
@@ -133,9 +86,9 @@ def list_images(folder: Path) -> list[Path]:
     """Image files of ``folder`` in frame order (numeric names sorted as numbers)."""
     if not folder.is_dir():
         raise EdgetrackError(f"{folder}: frame folder not found")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    files = [p for p in folder.iterdir() if is_image(p)]
     if not files:
-        raise EdgetrackError(f"{folder}: no .jpg/.png frames")
+        raise EdgetrackError(f"{folder}: no frames ({', '.join(IMAGE_SUFFIXES)})")
     return sorted(files, key=_natural_key)
 
 

@@ -9,16 +9,16 @@ Photos per split (``edgetrack.synth.photos``; the eval split never uses a train 
 - eval: chelsea, coffee, rocket, hubble_deep_field, grace_hopper (matplotlib), camera, coins,
   gravel, page
 
-In memory: ``generate_sequence(index, seed, split, size, n_frames)`` returns
-``(frames, gt, absent, meta)``; ``render_sequence(..., masks=True)`` also returns the target's
-alpha mask per frame. On disk: ``write_dataset(out, n, seed, split, ...)``.
+In memory: ``generate_sequence(index, seed, split, size, n_frames)`` returns an
+:class:`edgetrack.sequence.Sequence` with its frames in memory (``masks=True``: also the
+target's alpha mask per frame). On disk: ``write_dataset(out, n, seed, split, ...)``.
+Sequences are numbered from 1 (``sequence_name(split, 1)`` is ``synth-<split>-0001``).
 """
 from edgetrack.synth.generator import (
     ABSENT_VISIBLE_FRACTION,
     CHALLENGES,
     GENERATOR_VERSION,
     SPLIT_VERSIONS,
-    SynthSequence,
     generate_sequence,
     plan_sequence,
     render_sequence,
@@ -29,6 +29,6 @@ from edgetrack.synth.photos import EVAL_PHOTOS, PHOTOS, SPLITS, TRAIN_PHOTOS, lo
 
 __all__ = [
     "ABSENT_VISIBLE_FRACTION", "CHALLENGES", "EVAL_PHOTOS", "GENERATOR_VERSION", "PHOTOS", "PhotoLibrary",
-    "SPLITS", "SPLIT_VERSIONS", "SynthSequence", "TRAIN_PHOTOS", "generate_sequence", "load_library", "load_photo",
+    "SPLITS", "SPLIT_VERSIONS", "TRAIN_PHOTOS", "generate_sequence", "load_library", "load_photo",
     "open_library", "plan_sequence", "render_sequence", "sequence_name", "split_photos",
 ]

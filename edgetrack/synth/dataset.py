@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import write_text_atomic
 from edgetrack.synth.generator import (
     DEFAULT_MAX_FRAMES,
     DEFAULT_MIN_FRAMES,
@@ -194,9 +195,7 @@ def write_dataset(out: Path | str, n: int, seed: int, split: str = "eval", size:
     listing = out / "list.txt"
     existing = listing.read_text().split() if listing.is_file() else []
     merged = names + sorted(set(existing) - set(names))
-    tmp = out / ".list.txt.tmp"
-    tmp.write_text("".join(f"{s}\n" for s in merged))
-    os.replace(tmp, listing)
+    write_text_atomic(listing, "".join(f"{s}\n" for s in merged))
     partial = out / PARTIAL
     if partial.is_dir() and not any(partial.iterdir()):
         partial.rmdir()

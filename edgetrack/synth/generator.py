@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.sequence import Sequence
 from edgetrack.synth.library import OFF_VALUES, PhotoLibrary, resolve_library
 from edgetrack.synth.photos import load_photo, split_photos
 
@@ -891,21 +892,15 @@ def finish_meta(plan: SequencePlan, infos: list[FrameInfo]) -> tuple[np.ndarray,
     return gt, absent, meta
 
 
-@dataclass
-class SynthSequence:
-    frames: list[np.ndarray]
-    gt: np.ndarray
-    absent: np.ndarray
-    meta: dict
-    visible: np.ndarray
-    masks: list[np.ndarray] | None = None
-
-
-def render_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
-                    n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
-                    max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
-                    masks: bool = False, library: LibraryArg = None) -> SynthSequence:
-    """Render a whole sequence in memory; with ``masks`` also the target's alpha per frame (before occlusion)."""
+def generate_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
+                      n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
+                      max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
+                      masks: bool = False, library: LibraryArg = None) -> Sequence:
+    """Sequence ``index`` rendered in memory: RGB uint8 frames, ground truth (N, 4) x, y, w, h,
+    ``visible`` False where the target is absent, ``meta`` as ``meta.json`` holds it (with
+    ``visible_fraction`` per frame); with ``masks`` also the target's alpha per frame (before
+    occlusion). The train split also draws on the photo library when there is one
+    (``library``: see ``plan_sequence``)."""
     plan = plan_sequence(index, seed, split, size, n_frames, min_frames=min_frames, max_frames=max_frames,
                          challenges=challenges, library=library)
     frames, infos = [], []
@@ -913,16 +908,8 @@ def render_sequence(index: int, seed: int, split: str = "eval", size: tuple[int,
         frames.append(img)
         infos.append(info)
     gt, absent, meta = finish_meta(plan, infos)
-    return SynthSequence(frames, gt, absent, meta, np.array([i.visible for i in infos]),
-                         [i.mask for i in infos] if masks else None)
+    return Sequence(plan.name, frames, gt, "synth", ~absent, meta=meta,
+                    masks=[i.mask for i in infos] if masks else None)
 
 
-def generate_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
-                      n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
-                      max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
-                      library: LibraryArg = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, dict]:
-    """(frames as RGB uint8 arrays, gt (N, 4) x,y,w,h, absent (N,) bool, meta) of sequence ``index``.
-    The train split also draws on the photo library when there is one (``library``: see ``plan_sequence``)."""
-    s = render_sequence(index, seed, split, size, n_frames, min_frames=min_frames, max_frames=max_frames,
-                        challenges=challenges, library=library)
-    return s.frames, s.gt, s.absent, s.meta
+render_sequence = generate_sequence  # the name with ``masks`` in older code

@@ -35,15 +35,16 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edgetrack.bundle import sha256_file
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import IMAGE_SUFFIXES, read_rgb, sha256_file
+from edgetrack.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,9 @@ RESERVED_PACKAGES: dict[str, str] = {
 # The demo clip: never a source of photos (its frames only serve to reject pictures that show it).
 DEMO_CLIP = "vtest.avi"
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# The photo files a package may give: the one list of image suffixes but TIFF, which the pinned
+# packages were scanned without (a rebuild must give the same library).
+LIBRARY_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s not in (".tif", ".tiff"))
 
 
 @dataclass(frozen=True)
@@ -334,10 +337,10 @@ class PhotoLibrary:
 
 @functools.lru_cache(maxsize=48)
 def _decode(path: str, sha256: str) -> np.ndarray:
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise EdgetrackError(f"photo library: OpenCV cannot read {path}; rebuild it with `{BUILD_COMMAND} --force`")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        rgb = read_rgb(path)
+    except EdgetrackError:
+        raise EdgetrackError(f"photo library: OpenCV cannot read {path}; rebuild it with `{BUILD_COMMAND} --force`") from None
     rgb.setflags(write=False)
     return rgb
 
@@ -479,7 +482,6 @@ class BuildReport:
     rebuilt: bool
 
 
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -565,7 +567,7 @@ def _candidates(pkg: DebPackage, tree: Path) -> list[Candidate]:
         if not base.is_dir():
             log.warning("%s: no folder %s in the package", pkg.name, root)
             continue
-        files = sorted(p for p in base.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        files = sorted(p for p in base.rglob("*") if p.suffix.lower() in LIBRARY_SUFFIXES and p.is_file()
                        and not p.is_symlink() and p.stem.lower() not in pkg.skip_names)
         if pkg.largest_per_folder:
             best: dict[Path, Path] = {}

@@ -30,10 +30,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,10 @@ def load_photo(name: str) -> np.ndarray:
     path = photo_path(name)
     rgb = _read_png(path) if path.suffix == ".png" else None
     if rgb is None:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise EdgetrackError(f"photo {name!r}: OpenCV cannot read {path}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        try:
+            rgb = read_rgb(path)
+        except EdgetrackError:
+            raise EdgetrackError(f"photo {name!r}: OpenCV cannot read {path}") from None
     rgb.setflags(write=False)
     log.debug("loaded photo %s %s from %s", name, rgb.shape, path)
     return rgb

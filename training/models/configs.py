@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from edgetrack.errors import EdgetrackError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -120,7 +122,7 @@ def get_config(name: str, **overrides) -> ViTConfig:
     """The named configuration, optionally with fields replaced."""
     key = name.lower().replace("_", "-")
     if key not in CONFIGS:
-        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(CONFIGS))}")
+        raise EdgetrackError(f"unknown architecture {name!r}; known: {', '.join(sorted(CONFIGS))}")
     cfg = CONFIGS[key]
     return replace(cfg, **overrides) if overrides else cfg
 
