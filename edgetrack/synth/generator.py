@@ -440,48 +440,77 @@ def _check_args(split: str, size: tuple[int, int], n_frames: int | None, min_fra
         raise EdgetrackError(f"n_frames {n_frames}: expected at least 2")
 
 
-def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
-                  n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
-                  max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
-                  library: LibraryArg = None) -> SequencePlan:
-    """Draw everything about sequence ``index``. ``challenges`` (names from ``CHALLENGES``), when
-    given, replaces the random choice of which challenges occur (``()`` = none of them).
-    ``library`` (train split only): the photo library to draw on as well, a folder, ``"off"`` or
-    False for none; by default ``$EDGETRACK_PHOTO_LIBRARY`` or the one ``edgetrack data`` built,
-    when there is one (see ``edgetrack.synth.library.resolve_library``)."""
-    _check_args(split, size, n_frames, min_frames, max_frames)
-    lib = _split_library(split, library)
-    load = _photo_loader(lib)
-    if challenges is not None:
-        unknown = set(challenges) - set(CHALLENGES)
-        if unknown:
-            raise EdgetrackError(f"challenges {sorted(unknown)}: expected names from {', '.join(CHALLENGES)}")
-    W, H = int(size[0]), int(size[1])
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), SPLIT_IDS[split], int(index)])))
-    u = rng.random()  # always drawn, so the rest of the stream does not depend on how N is given
-    N = int(n_frames) if n_frames is not None else min_frames + min(int(u * (max_frames - min_frames + 1)),
-                                                                    max_frames - min_frames)
-    draws = {c: bool(rng.random() < p) for c, p in CHALLENGE_PROB.items()}
-    present = draws if challenges is None else {c: c in challenges for c in CHALLENGES}
-    short = min(W, H)
+# -- planners: one per aspect, all drawing from the sequence's one random stream --------------
+# The order of the calls in ``plan_sequence`` is the order of the draws: a planner must never be
+# moved, skipped or made to draw differently, or every sequence (and the scored eval split)
+# changes.
+EDGES = {"left": np.array([-1.0, 0.0]), "right": np.array([1.0, 0.0]),
+         "top": np.array([0.0, -1.0]), "bottom": np.array([0.0, 1.0])}
 
-    # photos: target, background and occluders from different photos of the split
-    pool = list(split_photos(split))
+
+@dataclass
+class _Stream:
+    """What every planner shares: the random stream, the frame count and size, the challenges
+    present and the photo loader."""
+
+    rng: np.random.Generator
+    n: int
+    width: int
+    height: int
+    present: dict[str, bool]
+    split: str
+    load: Callable[[str], np.ndarray]
+
+    @property
+    def short(self) -> int:
+        return min(self.width, self.height)
+
+    def beyond(self, edge: str, c: np.ndarray, half: np.ndarray) -> np.ndarray:
+        """Distance along ``edge``'s direction that takes a box (centre c, half extents) out of the frame."""
+        if edge == "left":
+            return c[:, 0] + half[:, 0] + 3
+        if edge == "right":
+            return self.width - c[:, 0] + half[:, 0] + 3
+        if edge == "top":
+            return c[:, 1] + half[:, 1] + 3
+        return self.height - c[:, 1] + half[:, 1] + 3
+
+
+@dataclass
+class _TargetPose:
+    """The target's shape, first-frame size and per-frame size and angle."""
+
+    kind: str
+    shape: np.ndarray
+    w0: float
+    h0: float
+    size: np.ndarray  # (N, 2)
+    angle: np.ndarray  # (N,)
+    spin: bool
+    cutout: Cutout | None
+
+
+def _plan_photos(s: _Stream, lib: PhotoLibrary | None) -> tuple[str, str, list[str]]:
+    """Target, background and occluder photos: different photos of the split."""
+    pool = list(split_photos(s.split))
     if lib is not None:
         pool += lib.names
-    order = [pool[i] for i in rng.permutation(len(pool))]
-    target_photo, bg_photo, others = order[0], order[1], order[2:]
+    order = [pool[i] for i in s.rng.permutation(len(pool))]
+    return order[0], order[1], order[2:]
 
-    # target size, scale, aspect, rotation
-    side = short * math.exp(rng.uniform(math.log(0.1), math.log(0.38)))
+
+def _plan_target_pose(s: _Stream, target_photo: str) -> _TargetPose:
+    """Target size, scale and aspect changes, rotation and shape (a cut-out in the train split)."""
+    rng, N, W, H = s.rng, s.n, s.width, s.height
+    side = s.short * math.exp(rng.uniform(math.log(0.1), math.log(0.38)))
     a0 = math.exp(rng.uniform(math.log(1 / 2.2), math.log(2.2)))
     w0 = float(np.clip(side * math.sqrt(a0), MIN_INIT_SIDE, 0.6 * W))
     h0 = float(np.clip(side / math.sqrt(a0), MIN_INIT_SIDE, 0.6 * H))
     p_scale = rng.uniform(40, 110)
     ls = _curve(rng, N, math.log(0.6), math.log(1.6), p_scale)
-    scale = np.exp(ls - ls[0]) if present["scale_change"] else np.ones(N)
+    scale = np.exp(ls - ls[0]) if s.present["scale_change"] else np.ones(N)
     la = _curve(rng, N, math.log(0.65), math.log(1.5), rng.uniform(40, 110))
-    aspect = np.exp(la - la[0]) if present["aspect_change"] else np.ones(N)
+    aspect = np.exp(la - la[0]) if s.present["aspect_change"] else np.ones(N)
 
     def target_sizes(w0: float, h0: float) -> np.ndarray:
         tw = np.clip(w0 * scale * np.sqrt(aspect), 10.0, 0.8 * W)
@@ -493,13 +522,13 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
     spin = rng.random() < 0.25
     rate = rng.uniform(0.5, 2.0) * rng.choice([-1.0, 1.0])
     wob = _curve(rng, N, -45.0, 45.0, rng.uniform(40, 100))
-    if present["rotation"]:
+    if s.present["rotation"]:
         angle = np.deg2rad(wob[0] * 0.2 + rate * np.arange(N) if spin else wob)
     else:
         angle = np.zeros(N)
     cutout = None
-    if split == "train" and rng.random() < CUTOUT_PROB:  # never drawn in the eval split
-        cutout = _cutout(rng, load(target_photo), w0 / h0, 1.25 * float(tsize.max()))
+    if s.split == "train" and rng.random() < CUTOUT_PROB:  # never drawn in the eval split
+        cutout = _cutout(rng, s.load(target_photo), w0 / h0, 1.25 * float(tsize.max()))
     if cutout is None:
         t_kind, t_shape = _shape(rng)
     else:
@@ -510,96 +539,127 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
         w0 = float(np.clip(math.sqrt(area * ac), MIN_INIT_SIDE, 0.6 * W))
         h0 = float(np.clip(math.sqrt(area / ac), MIN_INIT_SIDE, 0.6 * H))
         tsize = target_sizes(w0, h0)
+    return _TargetPose(t_kind, t_shape, w0, h0, tsize, angle, bool(spin), cutout)
 
-    # target path: a smooth curve inside a random sub-rectangle of the frame
+
+def _plan_path(s: _Stream, pose: _TargetPose) -> tuple[np.ndarray, np.ndarray]:
+    """The target's path (a smooth curve inside a random sub-rectangle of the frame, the
+    whole target inside the frame on frame 1, 2 px from the edges) and its half extents."""
+    rng, N, W, H = s.rng, s.n, s.width, s.height
+
     def axis_path(length: float) -> np.ndarray:
         span = rng.uniform(0.15, 0.7) * length
         lo = rng.uniform(0.1 * length, 0.9 * length - span)
         return _curve(rng, N, lo, lo + span, rng.uniform(25, 90))
 
     base = np.stack([axis_path(W), axis_path(H)], 1)
-    ext = _half_extent(t_shape, tsize, angle)
-    # frame 1: the whole target inside the frame, 2 px from the edges
+    ext = _half_extent(pose.shape, pose.size, pose.angle)
     shift = np.clip(base[0], ext[0] + 2, np.array([W, H]) - ext[0] - 2) - base[0]
-    base = base + shift
-    center = base.copy()
+    return base + shift, ext
 
-    # events: out of view, occlusions (disjoint in time)
+
+def _plan_events(s: _Stream) -> list[Event]:
+    """Out-of-view and occlusion windows, disjoint in time."""
+    rng, N = s.rng, s.n
     evs: list[Event] = []
-    if present["out_of_view"]:
+    if s.present["out_of_view"]:
         evs += [_event(rng, "out_of_view", N) for _ in range(1 + int(N >= 200 and rng.random() < 0.4))]
-    if present["partial_occlusion"]:
+    if s.present["partial_occlusion"]:
         evs += [_event(rng, "partial_occlusion", N) for _ in range(1 + int(rng.random() < 0.5))]
-    if present["full_occlusion"]:
+    if s.present["full_occlusion"]:
         evs.append(_event(rng, "full_occlusion", N))
-    events = _schedule(rng, evs, max(5, N // 15), N - 2)
+    return _schedule(rng, evs, max(5, N // 15), N - 2)
 
-    edges = {"left": np.array([-1.0, 0.0]), "right": np.array([1.0, 0.0]),
-             "top": np.array([0.0, -1.0]), "bottom": np.array([0.0, 1.0])}
 
-    def beyond(edge: str, c: np.ndarray, half: np.ndarray) -> np.ndarray:
-        """Distance along ``edge``'s direction that takes a box (centre c, half extents) out of the frame."""
-        if edge == "left":
-            return c[:, 0] + half[:, 0] + 3
-        if edge == "right":
-            return W - c[:, 0] + half[:, 0] + 3
-        if edge == "top":
-            return c[:, 1] + half[:, 1] + 3
-        return H - c[:, 1] + half[:, 1] + 3
-
-    info_events: list[dict] = []
+def _plan_out_of_view(s: _Stream, events: list[Event], base: np.ndarray, ext: np.ndarray,
+                      info_events: list[dict]) -> np.ndarray:
+    """The target's centre per frame: its path, pushed out of the frame during out-of-view events."""
+    N, W, H = s.n, s.width, s.height
+    center = base.copy()
     for e in events:
         if e.kind != "out_of_view":
             continue
         mid = min(N - 1, e.start + e.rise)
         d = {"left": center[mid, 0], "right": W - center[mid, 0], "top": center[mid, 1], "bottom": H - center[mid, 1]}
-        edge = min(d, key=d.get) if rng.random() < 0.6 else str(rng.choice(list(edges)))
+        edge = min(d, key=d.get) if s.rng.random() < 0.6 else str(s.rng.choice(list(EDGES)))
         r = e.ramp(N)
-        center = center + (r * beyond(edge, center, ext))[:, None] * edges[edge]
+        center = center + (r * s.beyond(edge, center, ext))[:, None] * EDGES[edge]
         info_events.append({"kind": e.kind, "edge": edge, "frames": [e.start + 1, min(N, e.end + 1)]})
+    return center
 
-    # motion blur windows
-    blur_strength = np.zeros(N)
-    if present["motion_blur"]:
-        for _ in range(1 + int(rng.random() < 0.5)):
-            e = _event(rng, "motion_blur", N, int(rng.integers(1, max(2, N - 10))))
-            e = Event(e.kind, e.start, e.rise, e.hold * 2, e.fall)
-            blur_strength = np.maximum(blur_strength, e.ramp(N) * rng.uniform(0.6, 1.3))
-            info_events.append({"kind": "motion_blur", "frames": [e.start + 1, min(N, e.end + 1)]})
-    max_blur = max(5.0, 0.05 * max(W, H))
 
-    def blur_of(vel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass
+class _Blur:
+    """Motion blur: a strength per frame (0 outside the blur windows) and the longest kernel."""
+
+    strength: np.ndarray
+    max_length: float
+
+    def __call__(self, vel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(kernel length, angle) per frame of something moving with velocity ``vel`` (N, 2)."""
         speed = np.hypot(vel[:, 0], vel[:, 1])
-        length = np.minimum(blur_strength * (speed + 2.0), max_blur)
+        length = np.minimum(self.strength * (speed + 2.0), self.max_length)
         length[length < 1.5] = 0.0
         return length, np.arctan2(vel[:, 1], vel[:, 0])
 
-    tphoto = load(target_photo)
-    max_tex = (float(tsize[:, 0].max()) * 1.25, float(tsize[:, 1].max()) * 1.25)
-    if cutout is None:
-        tex, tex_box = _cut_patch(rng, tphoto, w0 / h0, 0.2, 0.7, max_tex)
+
+def _plan_blur(s: _Stream, info_events: list[dict]) -> _Blur:
+    """Motion blur windows."""
+    rng, N = s.rng, s.n
+    strength = np.zeros(N)
+    if s.present["motion_blur"]:
+        for _ in range(1 + int(rng.random() < 0.5)):
+            e = _event(rng, "motion_blur", N, int(rng.integers(1, max(2, N - 10))))
+            e = Event(e.kind, e.start, e.rise, e.hold * 2, e.fall)
+            strength = np.maximum(strength, e.ramp(N) * rng.uniform(0.6, 1.3))
+            info_events.append({"kind": "motion_blur", "frames": [e.start + 1, min(N, e.end + 1)]})
+    return _Blur(strength, max(5.0, 0.05 * max(s.width, s.height)))
+
+
+def _max_texture(pose: _TargetPose) -> tuple[float, float]:
+    return float(pose.size[:, 0].max()) * 1.25, float(pose.size[:, 1].max()) * 1.25
+
+
+def _plan_target(s: _Stream, photo: str, pose: _TargetPose, center: np.ndarray) -> tuple[Layer, list[int]]:
+    """The target's layer (its texture: a patch of its photo, or the cut-out's) and where the
+    texture comes from in the photo."""
+    max_tex = _max_texture(pose)
+    if pose.cutout is None:
+        tex, tex_box = _cut_patch(s.rng, s.load(photo), pose.w0 / pose.h0, 0.2, 0.7, max_tex)
     else:
-        tex, tex_box = _fit(cutout.texture, max_tex), cutout.box
-    target = Layer("target", target_photo, tex, t_kind, t_shape, center, tsize, angle, np.ones(N, bool))
+        tex, tex_box = _fit(pose.cutout.texture, max_tex), pose.cutout.box
+    layer = Layer("target", photo, tex, pose.kind, pose.shape, center, pose.size, pose.angle, np.ones(s.n, bool))
+    return layer, tex_box
 
-    # distractors: other patches of the target's photo, or the target re-tinted, near its path
+
+def _plan_distractors(s: _Stream, target: Layer, pose: _TargetPose, base: np.ndarray) -> list[Layer]:
+    """Other patches of the target's photo, or the target re-tinted, near its path."""
+    rng, N = s.rng, s.n
     distractors: list[Layer] = []
-    if present["distractors"]:
-        for _ in range(int(rng.integers(1, 4))):
-            kind = "same_photo" if rng.random() < 0.5 else "retinted"
-            if kind == "same_photo":
-                dtex, _ = _cut_patch(rng, tphoto, w0 / h0 * rng.uniform(0.8, 1.25), 0.2, 0.7, max_tex)
-            else:
-                dtex = _retint(rng, tex)
-            reach = rng.uniform(1.0, 2.5) * max(w0, h0)
-            off = np.stack([_curve(rng, N, -reach, reach, rng.uniform(30, 90)) for _ in range(2)], 1)
-            dsize = tsize * rng.uniform(0.75, 1.25)
-            dang = angle + np.deg2rad(_curve(rng, N, -30, 30, rng.uniform(40, 100)))
-            dk, ds = (t_kind, t_shape) if rng.random() < 0.6 else _shape(rng)
-            distractors.append(Layer(f"distractor_{kind}", target_photo, dtex, dk, ds, base + off, dsize, dang,
-                                     np.ones(N, bool)))
+    if not s.present["distractors"]:
+        return distractors
+    tphoto, max_tex = s.load(target.photo), _max_texture(pose)
+    for _ in range(int(rng.integers(1, 4))):
+        kind = "same_photo" if rng.random() < 0.5 else "retinted"
+        if kind == "same_photo":
+            dtex, _ = _cut_patch(rng, tphoto, pose.w0 / pose.h0 * rng.uniform(0.8, 1.25), 0.2, 0.7, max_tex)
+        else:
+            dtex = _retint(rng, target.texture)
+        reach = rng.uniform(1.0, 2.5) * max(pose.w0, pose.h0)
+        off = np.stack([_curve(rng, N, -reach, reach, rng.uniform(30, 90)) for _ in range(2)], 1)
+        dsize = pose.size * rng.uniform(0.75, 1.25)
+        dang = pose.angle + np.deg2rad(_curve(rng, N, -30, 30, rng.uniform(40, 100)))
+        dk, ds = (pose.kind, pose.shape) if rng.random() < 0.6 else _shape(rng)
+        distractors.append(Layer(f"distractor_{kind}", target.photo, dtex, dk, ds, base + off, dsize, dang,
+                                 np.ones(N, bool)))
+    return distractors
 
-    # occluders: patches of other photos that slide in from a frame edge over the target and out again
+
+def _plan_occluders(s: _Stream, events: list[Event], pose: _TargetPose, ext: np.ndarray, center: np.ndarray,
+                    photos: list[str], info_events: list[dict]) -> list[Layer]:
+    """Patches of other photos that slide in from a frame edge over the target and out again,
+    one per occlusion event."""
+    rng, N = s.rng, s.n
     occluders: list[Layer] = []
     for e in events:
         if e.kind not in ("partial_occlusion", "full_occlusion"):
@@ -617,11 +677,11 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
             oang = np.zeros(N)
         else:
             ok, oshape = _shape(rng)
-            osize = np.tile(tsize[hold].mean(0) * rng.uniform(0.5, 1.1, 2), (N, 1))
+            osize = np.tile(pose.size[hold].mean(0) * rng.uniform(0.5, 1.1, 2), (N, 1))
             oang = np.full(N, rng.uniform(-0.3, 0.3))
         oext = _half_extent(oshape, osize, oang)
-        edge = str(rng.choice(list(edges)))
-        direction = edges[edge]
+        edge = str(rng.choice(list(EDGES)))
+        direction = EDGES[edge]
         perp = np.array([-direction[1], direction[0]])
         if full:
             near, side_off = 0.0, 0.0
@@ -629,29 +689,37 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
             along = abs(direction) @ (ext[hold].mean(0) + oext[0])
             near = rng.uniform(0.3, 0.7) * along
             side_off = rng.uniform(-0.4, 0.4) * (abs(perp) @ ext[hold].mean(0))
-        far = beyond(edge, center, oext)
+        far = s.beyond(edge, center, oext)
         dist = far * (1 - r) + near * r
         ocenter = center + dist[:, None] * direction + (side_off * r)[:, None] * perp
-        ophoto_name = str(rng.choice(others))
-        ophoto = load(ophoto_name)
-        otex, _ = _cut_patch(rng, ophoto, float(osize[0, 0] / osize[0, 1]), 0.2, 0.8,
+        ophoto_name = str(rng.choice(photos))
+        otex, _ = _cut_patch(rng, s.load(ophoto_name), float(osize[0, 0] / osize[0, 1]), 0.2, 0.8,
                              (float(osize[0, 0]) * 1.25, float(osize[0, 1]) * 1.25))
         active = np.zeros(N, bool)
         active[win] = True
         occluders.append(Layer(e.kind, ophoto_name, otex, ok, oshape, ocenter, osize, oang, active))
         info_events.append({"kind": e.kind, "edge": edge, "frames": [e.start + 1, min(N, e.end + 1)],
                             "photo": ophoto_name, "shape": ok})
+    return occluders
 
-    for layer in [target, *distractors, *occluders]:
-        layer.blur, layer.blur_angle = blur_of(layer.velocity())
 
-    # camera: a crop window of the background photo that pans and zooms
-    bg = load(bg_photo)
+@dataclass
+class _Camera:
+    background: np.ndarray
+    affine: np.ndarray  # (N, 2, 3) photo -> frame
+    blur: np.ndarray
+    blur_angle: np.ndarray
+
+
+def _plan_camera(s: _Stream, photo: str, blur_of: _Blur) -> _Camera:
+    """A crop window of the background photo that pans and zooms (or stands still)."""
+    rng, N, W, H = s.rng, s.n, s.width, s.height
+    bg = s.load(photo)
     if rng.random() < 0.5:
         bg = bg[:, ::-1]
     ph, pw = bg.shape[:2]
     cw_max = min(pw, ph * W / H)
-    if present["camera_motion"]:
+    if s.present["camera_motion"]:
         zoom = _curve(rng, N, 0.55, 1.0, rng.uniform(60, 150))
         fx = _curve(rng, N, *sorted(rng.uniform(0, 1, 2)), rng.uniform(50, 150))
         fy = _curve(rng, N, *sorted(rng.uniform(0, 1, 2)), rng.uniform(50, 150))
@@ -668,46 +736,98 @@ def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, i
     ch = cw * H / W
     cx = cw / 2 + fx * (pw - cw)
     cy = ch / 2 + fy * (ph - ch)
-    s = W / cw
+    k = W / cw
     cam = np.zeros((N, 2, 3))
-    cam[:, 0, 0] = s
-    cam[:, 1, 1] = s
-    cam[:, 0, 2] = s * (0.5 - cx + cw / 2) - 0.5
-    cam[:, 1, 2] = s * (0.5 - cy + ch / 2) - 0.5
-    pan = np.stack([np.gradient(cx) * s, np.gradient(cy) * s], 1) if N > 1 else np.zeros((N, 2))
-    cam_blur, cam_blur_angle = blur_of(pan)
+    cam[:, 0, 0] = k
+    cam[:, 1, 1] = k
+    cam[:, 0, 2] = k * (0.5 - cx + cw / 2) - 0.5
+    cam[:, 1, 2] = k * (0.5 - cy + ch / 2) - 0.5
+    pan = np.stack([np.gradient(cx) * k, np.gradient(cy) * k], 1) if N > 1 else np.zeros((N, 2))
+    return _Camera(bg, cam, *blur_of(pan))
 
-    # illumination
+
+def _plan_illumination(s: _Stream) -> tuple[np.ndarray, np.ndarray]:
+    """Global gain and gamma per frame, with now and then a light switched (a sudden step)."""
+    rng, N = s.rng, s.n
     gain, gamma = np.ones(N), np.ones(N)
-    if present["illumination"]:
+    if s.present["illumination"]:
         gain = _curve(rng, N, 0.55, 1.35, rng.uniform(30, 100))
         gamma = np.exp(_curve(rng, N, math.log(0.7), math.log(1.4), rng.uniform(30, 100)))
-        if rng.random() < 0.3:  # a light switched: a sudden step
+        if rng.random() < 0.3:
             st = int(rng.integers(1, N))
             step = _smoothstep((np.arange(N) - st) / max(1, int(rng.integers(1, 4))))
             gain = gain * (1 + step * (rng.uniform(0.5, 0.8) if rng.random() < 0.5 else -0.4))
+    return gain, gamma
+
+
+def _plan_lights(s: _Stream) -> list[tuple[np.ndarray, float, np.ndarray]]:
+    """Local lights and shadows: moving Gaussian spots (centre, sigma, amplitude per frame)."""
+    rng, N = s.rng, s.n
     lights: list[tuple[np.ndarray, float, np.ndarray]] = []
-    if present["local_illumination"]:
+    if s.present["local_illumination"]:
         for _ in range(int(rng.integers(1, 3))):
-            lc = np.stack([_curve(rng, N, -0.2, W / short + 0.2, rng.uniform(40, 120)),
-                           _curve(rng, N, -0.2, H / short + 0.2, rng.uniform(40, 120))], 1)
+            lc = np.stack([_curve(rng, N, -0.2, s.width / s.short + 0.2, rng.uniform(40, 120)),
+                           _curve(rng, N, -0.2, s.height / s.short + 0.2, rng.uniform(40, 120))], 1)
             amp = _curve(rng, N, -0.6, -0.2, 80) if rng.random() < 0.5 else _curve(rng, N, 0.3, 0.8, 80)
             lights.append((lc, float(rng.uniform(0.15, 0.45)), amp))
+    return lights
+
+
+def plan_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
+                  n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
+                  max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
+                  library: LibraryArg = None) -> SequencePlan:
+    """Draw everything about sequence ``index``. ``challenges`` (names from ``CHALLENGES``), when
+    given, replaces the random choice of which challenges occur (``()`` = none of them).
+    ``library`` (train split only): the photo library to draw on as well, a folder, ``"off"`` or
+    False for none; by default ``$EDGETRACK_PHOTO_LIBRARY`` or the one ``edgetrack data`` built,
+    when there is one (see ``edgetrack.synth.library.resolve_library``)."""
+    _check_args(split, size, n_frames, min_frames, max_frames)
+    lib = _split_library(split, library)
+    if challenges is not None:
+        unknown = set(challenges) - set(CHALLENGES)
+        if unknown:
+            raise EdgetrackError(f"challenges {sorted(unknown)}: expected names from {', '.join(CHALLENGES)}")
+    W, H = int(size[0]), int(size[1])
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), SPLIT_IDS[split], int(index)])))
+    u = rng.random()  # always drawn, so the rest of the stream does not depend on how N is given
+    N = int(n_frames) if n_frames is not None else min_frames + min(int(u * (max_frames - min_frames + 1)),
+                                                                    max_frames - min_frames)
+    draws = {c: bool(rng.random() < p) for c, p in CHALLENGE_PROB.items()}
+    present = draws if challenges is None else {c: c in challenges for c in CHALLENGES}
+    s = _Stream(rng, N, W, H, present, split, _photo_loader(lib))
+
+    # the draws, in this order (see above)
+    target_photo, bg_photo, others = _plan_photos(s, lib)
+    pose = _plan_target_pose(s, target_photo)
+    base, ext = _plan_path(s, pose)
+    events = _plan_events(s)
+    info_events: list[dict] = []
+    center = _plan_out_of_view(s, events, base, ext, info_events)
+    blur_of = _plan_blur(s, info_events)
+    target, tex_box = _plan_target(s, target_photo, pose, center)
+    distractors = _plan_distractors(s, target, pose, base)
+    occluders = _plan_occluders(s, events, pose, ext, center, others, info_events)
+    for layer in [target, *distractors, *occluders]:
+        layer.blur, layer.blur_angle = blur_of(layer.velocity())
+    cam = _plan_camera(s, bg_photo, blur_of)
+    gain, gamma = _plan_illumination(s)
+    lights = _plan_lights(s)
 
     info = {
         "photos": {"target": target_photo, "background": bg_photo,
                    "occluders": [o.photo for o in occluders],
                    "distractors": [target_photo] * len(distractors)},
-        "target": {"shape": t_kind, "source_box": tex_box, "init_size": [round(w0, 2), round(h0, 2)],
-                   "spin": bool(spin and present["rotation"])},
+        "target": {"shape": pose.kind, "source_box": tex_box, "init_size": [round(pose.w0, 2), round(pose.h0, 2)],
+                   "spin": bool(pose.spin and present["rotation"])},
         "distractors": [{"kind": d.role.removeprefix("distractor_"), "shape": d.shape_kind} for d in distractors],
         "events": sorted(info_events, key=lambda d: d["frames"][0]),
     }
     if split == "train":
         info["library"] = lib.info() if lib is not None else None
-    return SequencePlan(sequence_name(split, index), int(index), int(seed), split, (W, H), N, present, bg, bg_photo,
-                        cam, cam_blur, cam_blur_angle, target, distractors, occluders, gain, gamma, lights,
-                        events, info)
+    return SequencePlan(sequence_name(split, index), int(index), int(seed), split, (W, H), N, present,
+                        cam.background, bg_photo, cam.affine, cam.blur, cam.blur_angle, target, distractors,
+                        occluders, gain, gamma, lights, events, info)
 
 
 # -- rendering ---------------------------------------------------------------------------------
