@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetrack.errors import EdgetrackError
-from edgetrack.io import default_mode, sha256_file, write_json_atomic  # noqa: F401 (also imported from here)
+from edgetrack.io import default_mode, sha256_file, write_json_atomic
 
 FORMAT = "edgetrack-bundle"
 FORMAT_VERSION = 1

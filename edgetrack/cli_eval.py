@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from edgetrack.errors import EdgetrackError
-from edgetrack.io import json_safe
+from edgetrack.io import dumps_json, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def eval_cmd(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from edgetrack.datasets import load_dataset
-    from edgetrack.evaluation import TrackerSpec, run_eval, score_results, scorable, write_atomic
+    from edgetrack.evaluation import TrackerSpec, run_eval, score_results, scorable
 
     if (model is None) == (tracker is None):
         raise EdgetrackError("give exactly one of --model DIR or --tracker csrt|kcf|mil")
@@ -106,7 +106,7 @@ def eval_cmd(
                        on_start=lambda total: bar.update(task, total=total), overwrite=overwrite)
     typer.echo(f"ran {len(run.ran)} sequence(s) in {run.wall_seconds:.1f} s, "
                f"skipped {len(run.skipped)} already finished; results in {results}")
-    write_atomic(results / "eval.json", json.dumps({"tracker": spec.label, "kind": spec.kind, "source": spec.name,
+    write_text_atomic(results / "eval.json", json.dumps({"tracker": spec.label, "kind": spec.kind, "source": spec.name,
                                                      "device": spec.device, "dataset": dataset,
                                                      "workers": workers}, indent=2) + "\n")
     scored = scorable(seqs)
@@ -142,7 +142,6 @@ def analyze_cmd(
         plot_curves,
         score_results,
         scorable,
-        write_atomic,
     )
 
     _check_absent(absent)
@@ -178,11 +177,11 @@ def analyze_cmd(
     md = (f"# Evaluation on `{dataset}`\n\n{len(seqs)} sequences; scores are fractions (AUC over IoU > "
           f"0, 0.05, ..., 1; P at 20 px; NP at 0.2; AO/SR without the first frame), absent frames: {absent}.\n\n"
           + markdown_table(summaries))
-    write_atomic(out / "summary.md", md)
-    write_atomic(out / "summary.json", json.dumps(json_safe(
+    write_text_atomic(out / "summary.md", md)
+    write_text_atomic(out / "summary.json", dumps_json(
         {"dataset": dataset, "absent": absent,
-         "trackers": {label: {"results": str(labels[label]), **s.as_dict()} for label, s in summaries.items()}}),
-        indent=1, allow_nan=False) + "\n")
+         "trackers": {label: {"results": str(labels[label]), **s.as_dict()} for label, s in summaries.items()}},
+        indent=1))
     plots = plot_curves(summaries, out)
     typer.echo(markdown_table(summaries))
     typer.echo(f"wrote {out / 'summary.md'}, {out / 'summary.json'}, " + ", ".join(p.name for p in plots))

@@ -14,7 +14,6 @@ import numpy as np
 
 from edgetrack.errors import EdgetrackError
 from edgetrack.io import IMAGE_SUFFIXES, is_image
-from edgetrack.sequence import Sequence  # noqa: F401 (the readers' type, also imported from here)
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from edgetrack.datasets.base import (
-    Sequence,
     fit_ground_truth,
     list_images,
     read_boxes,
@@ -22,6 +21,7 @@ from edgetrack.datasets.base import (
     visible_from_flags,
 )
 from edgetrack.errors import EdgetrackError
+from edgetrack.sequence import Sequence
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from edgetrack.evaluation.results import (
     read_result_boxes,
     read_times,
     result_paths,
-    write_atomic,
     write_results,
 )
 from edgetrack.evaluation.running import EvalRun, FrameProgress, TrackerSpec, run_eval, run_one, track_sequence
@@ -32,11 +31,3 @@ from edgetrack.evaluation.scoring import (
     score_sequence,
     table_rows,
 )
-
-__all__ = [
-    "BUNDLE_IDENTITY_KEYS", "EvalRun", "FrameProgress", "IDENTITY_NOT_COMPARED", "TABLE_COLUMNS", "TRACKER_FILE",
-    "TrackerSpec", "claim_results", "describe_identity", "find_result_files", "identity_differences", "image_size",
-    "is_complete", "markdown_table", "missing_results", "plot_curves", "read_result_boxes", "read_times",
-    "result_paths", "run_eval", "run_one", "scorable", "score_results", "score_sequence", "table_rows",
-    "track_sequence", "write_atomic", "write_results",
-]

@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-write_atomic = write_text_atomic  # the name report.py and the CLI knew it by
-
 TRACKER_FILE = "tracker.json"  # which tracker wrote a results folder
 # what makes a bundle's boxes: its weights (file hashes) and the tracking parameters
 BUNDLE_IDENTITY_KEYS = ("arch", "template_size", "search_size", "template_factor", "search_factor", "mean", "std",

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
-from edgetrack.io import IMAGE_SUFFIXES, read_rgb, sha256_file
+from edgetrack.io import IMAGE_SUFFIXES, read_rgb, sha256_file, write_json_atomic
 from edgetrack.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -745,9 +745,7 @@ def build_library(cache: Path | str | None = None, *, debs: Path | str | None = 
     out.mkdir()
     try:
         manifest = _build_into(out, work, packages, rules, debs_dir, allow_other_versions, progress)
-        tmp = out / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, out / MANIFEST)
+        write_json_atomic(out / MANIFEST, manifest, indent=1)
         verify_library(out)
         if root.exists():
             os.replace(root, work / "old")  # removed with the work folder
