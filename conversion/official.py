@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from edgetrack.errors import EdgetrackError
 from training.checkpoint import CheckpointError, load_file, load_state_dict_strict
 from training.models import build_model, get_config
 from training.models.configs import config_from_dict
@@ -40,7 +41,10 @@ def canonical_arch(arch: str | None) -> str | None:
     if arch is None:
         return None  # the checkpoint's own config (or DEFAULT_ARCH) decides
     key = _arch_key(arch)
-    get_config(key)  # an unknown name: EdgetrackError
+    try:
+        get_config(key)
+    except EdgetrackError as err:  # an unknown name, said as a checkpoint error
+        raise CheckpointError(str(err)) from None
     return key
 
 

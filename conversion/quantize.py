@@ -105,7 +105,7 @@ class CalibrationConfig:
             return {"source": "dataset", "dataset": self.dataset, "max_sequences": self.max_sequences,
                     "frames_per_sequence": self.frames_per_sequence}
         return {"source": "synth", "split": self.split, "sequences": self.synth_sequences, "seed": self.seed,
-                "size": list(self.synth_size), "frames_per_sequence": self.frames_per_sequence,
+                "first_index": 1, "size": list(self.synth_size), "frames_per_sequence": self.frames_per_sequence,
                 "generator_version": _synth_version()}
 
 

@@ -194,6 +194,7 @@ def test_provenance_recorded(tiny_bundle, int8_bundle):
     assert src["precision"] == "fp32" and Path(src["path"]) == tiny_bundle.path
     cal = prov["calibration"]
     assert (cal["source"], cal["split"], cal["sequences"], cal["seed"]) == ("synth", "train", 3, 0)
+    assert cal["first_index"] == 1  # synthetic sequences 1..3, numbered as everywhere
     assert cal["size"] == list(SMALL) and cal["frames_tracked"] == 3 * 7
     assert cal["search_samples"] == 21 and cal["template_samples"] == 3 + 21
     q = prov["quantization"]
