@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from edgetrack.cli_runtime import require_torch
+from edgetrack.cli.run import require_torch
 from edgetrack.errors import EdgetrackError
 
 log = logging.getLogger(__name__)

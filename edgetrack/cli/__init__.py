@@ -37,9 +37,9 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
 
 
 def _register_all() -> None:
-    from edgetrack import cli_data, cli_eval, cli_quantize, cli_runtime, cli_synth, cli_train
+    from edgetrack.cli import data, eval, quantize, run, synth, train
 
-    for module in (cli_runtime, cli_eval, cli_synth, cli_data, cli_train, cli_quantize):
+    for module in (run, eval, synth, data, train, quantize):
         module.register(app)
 
 
@@ -84,7 +84,3 @@ def main() -> None:
     if rv == EXIT_INTERRUPTED:
         _exit("interrupted", EXIT_INTERRUPTED)
     sys.exit(rv if isinstance(rv, int) else 0)
-
-
-if __name__ == "__main__":
-    main()
