@@ -273,7 +273,7 @@ def test_cli_user_errors_and_help(square_ds: Path, tmp_path: Path) -> None:
 
 
 def test_evaluation_modules_are_torch_free() -> None:
-    code = ("import sys, edgetrack.cli.eval, edgetrack.evaluation, edgetrack.metrics, edgetrack.peers, "
+    code = ("import sys, edgetrack.cli.eval, edgetrack.cli.analyze, edgetrack.evaluation, edgetrack.metrics, edgetrack.peers, "
             "edgetrack.datasets; bad = [m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'nncf', 'training', 'conversion', 'matplotlib', 'got10k')]; print(bad); sys.exit(bool(bad))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,11 +1,16 @@
-"""The ``edgetrack`` command line.
+"""The ``edgetrack`` command line: one module per command (``edgetrack/cli/<command>.py``, each
+with a ``register(app)``), what they share in ``_common``.
 
-Commands that need torch (``convert``, ``quantize``, ``train``) import it inside the command.
+This package is the only part of ``edgetrack`` that reaches up to ``training`` and
+``conversion``, and only inside a command: commands that need torch (``convert``, ``quantize``,
+``train``, ``bench``'s torch reference) import it when they run (the import-linter contract in
+pyproject.toml states the layers).
 Every failure ends in one line on stderr and a non-zero exit status, never a traceback:
 user errors (``EdgetrackError``) and usage errors exit 2, Ctrl-C exits 130 ("interrupted").
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from typing import NoReturn
@@ -36,11 +41,13 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log what 
     )
 
 
-def _register_all() -> None:
-    from edgetrack.cli import data, eval, quantize, run, synth, train
+# in the order ``edgetrack --help`` lists them
+COMMANDS = ("run", "bench", "convert", "eval", "analyze", "synth", "data", "train", "quantize", "report")
 
-    for module in (run, eval, synth, data, train, quantize):
-        module.register(app)
+
+def _register_all() -> None:
+    for name in COMMANDS:
+        importlib.import_module(f"edgetrack.cli.{name}").register(app)
 
 
 _register_all()

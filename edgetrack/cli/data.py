@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from edgetrack.cli.run import step_progress
+from edgetrack.cli._common import step_progress
 
 
 def data_cmd(

@@ -1,43 +1,15 @@
-"""``edgetrack quantize`` (NNCF INT8 bundles) and ``edgetrack report`` (accuracy vs speed)."""
+"""``edgetrack quantize``: NNCF INT8 bundles, calibrated on the crops their own tracker produces."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import typer
 
-from edgetrack.errors import EdgetrackError
+from edgetrack.cli._common import DATASET_HELP, require_extra, stage_progress
 
 log = logging.getLogger(__name__)
-
-DATASET_HELP = "Dataset as KIND:PATH (lasot, got10k, trackingnet, otb, uav123 or folder), e.g. folder:/tmp/synth_eval."
-
-
-def require_nncf(command: str) -> None:
-    try:
-        import nncf  # noqa: F401
-    except ImportError:
-        raise EdgetrackError(f"`edgetrack {command}` needs nncf: pip install \"edgetrack[train]\"") from None
-
-
-@contextmanager
-def progress_bars() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress display fed by ``(stage, done, total)`` callbacks, one bar per stage."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None)
-
-        yield update
 
 
 def quantize_cmd(
@@ -83,12 +55,11 @@ def quantize_cmd(
     check_inputs(src, output, cfg, opts)  # bad input fails before nncf is imported
     if max_drop is not None:
         val_cfg.check()
-    require_nncf("quantize")
-    import nncf
+    nncf = require_extra("quantize", "nncf")
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # NNCF logs every op at INFO; --verbose shows it
         nncf.set_log_level(logging.WARNING)
-    with progress_bars() as progress:
+    with stage_progress() as progress:
         out = quantize_bundle(src, output, cfg, options=opts, progress=progress, validation=val_cfg)
     prov = out.meta["provenance"]
     c, q = prov["calibration"], prov["quantization"]
@@ -102,41 +73,6 @@ def quantize_cmd(
                    f"{len(ac['search_reverted_layers'])} search-step layers reverted to float")
 
 
-def report_cmd(
-    model: list[Path] = typer.Option(..., "--model", "-m", help="Bundle folders; the first is the reference. Repeat for several."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help=DATASET_HELP),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report.json and results/<bundle>/."),
-    device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU or AUTO."),
-    iterations: int = typer.Option(100, "--iterations", "-n", help="Timed calls per model in the latency benchmark."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed calls first."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Sequences evaluated in parallel processes."),
-    record: bool = typer.Option(True, "--record/--no-record", help="Write accuracy/latency into each bundle.json."),
-    peak: bool = typer.Option(True, "--peak/--no-peak", help="Measure the machine's peak MatMul GMAC/s (f32, bf16, int8) for the % of peak column."),
-    peak_size: int = typer.Option(1024, "--peak-size", help="The peak MatMul is N x N x N."),
-    profile: bool = typer.Option(True, "--profile/--no-profile", help="Per-node precision of each search step (OpenVINO PERF_COUNT)."),
-) -> None:
-    """Accuracy vs speed of several bundles of one model: AUC, P@20, NP@0.2, ΔAUC, box agreement with the reference, track() FPS, search-step latency p50/p90, bundle size, % of the machine's peak, an AUC-vs-FPS plot and which nodes run int8/bf16/f32.
-
-    Evaluation results go to <out>/results/<bundle>/ (resumable: finished sequences are skipped); the report to <out>/report.md, report.json, report.png and a self-contained report.html.
-
-    Example:
-
-        edgetrack report -m models/s-fp32 -m models/s-fp16 -m models/s-int8 --dataset folder:/tmp/synth_eval --out out/int8-report
-    """
-    from edgetrack.report import build_report
-
-    if not model:
-        raise EdgetrackError("no --model given: pass the reference bundle first, then the others")
-    with progress_bars() as progress:
-        rep = build_report(model, dataset, out, device=device, iterations=iterations, warmup=warmup,
-                           workers=workers, record=record, progress=progress, peak=peak, peak_size=peak_size,
-                           profile=profile)
-    typer.echo(rep.markdown())
-    typer.echo(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'report.json'}"
-               + (f", {out / 'report.png'}" if (out / "report.png").is_file() else ""))
-
-
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
     app.command("quantize")(quantize_cmd)
-    app.command("report")(report_cmd)

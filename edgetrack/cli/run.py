@@ -1,9 +1,7 @@
-"""``edgetrack run``, ``bench`` and ``convert``."""
+"""``edgetrack run``: track objects through cameras, videos or folders of frames."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -23,42 +21,6 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     if len(vals) != 4:
         raise EdgetrackError(f"--init-box {text!r}: expected four numbers x,y,w,h")
     return vals  # type: ignore[return-value]
-
-
-@contextmanager
-def step_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """One rich progress bar fed by ``(step, done, total)``: the bar shows the current step."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as bar:
-        task = bar.add_task("starting", total=None)
-        yield lambda step, done, total: bar.update(task, description=step, completed=done, total=total)
-
-
-@contextmanager
-def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar per stage, fed by ``(stage, done, total)``. Redrawn only when it is
-    fed (no refresh thread), so that it does not disturb what ``bench`` times."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  auto_refresh=False, transient=False) as bar:
-        tasks: dict[str, int] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total or None)
-            bar.update(tasks[stage], completed=done, total=total or None, refresh=True)
-
-        yield update
-
-
-def require_torch(command: str):
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise EdgetrackError(f"`edgetrack {command}` needs torch: pip install \"edgetrack[train]\"") from None
 
 
 def assign_boxes(boxes: list[tuple[float, float, float, float]], sources: int) -> list[list] | None:
@@ -154,106 +116,6 @@ def run_cmd(
         typer.echo(f"video: {path}")
 
 
-def bench_cmd(
-    model: Optional[list[Path]] = typer.Option(None, "--model", "-m", help="Bundle folder(s) to measure; repeat for several."),
-    device: str = typer.Option("CPU", "--device", help="OpenVINO device."),
-    iterations: int = typer.Option(100, "--iterations", "-n", help="Timed calls per variant."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed calls first."),
-    torch_ref: bool = typer.Option(True, "--torch/--no-torch", help="Also time the torch FP32 model (needs torch)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
-    peak: bool = typer.Option(False, "--peak", help="First time a large MatMul at f32, bf16 and int8 (the machine's peak GMAC/s); each variant then shows its % of the peak of the precision it runs in."),
-    peak_size: int = typer.Option(1024, "--peak-size", help="With --peak: the MatMul is N x N x N."),
-) -> None:
-    """Latency of the template encoder, the search step and the monolithic model (bundles
-    converted with --monolithic), per bundle, with the torch FP32 monolithic reference;
-    GMAC/s of each, and with --peak the % of the machine's measured peak.
-
-    Example: edgetrack bench --model models/s-fp32 --model models/s-fp16 --json out/bench.json
-
-    Example: edgetrack bench --peak --model models/s-int8 --no-torch
-    """
-    from edgetrack.bench import bench_bundle, bench_torch, check_counts, report
-    from edgetrack.bundle import Bundle, write_json_atomic
-
-    check_counts(iterations, warmup)
-    if json_out is not None and json_out.is_dir():
-        raise EdgetrackError(f"--json {json_out}: is a folder; expected a file name such as bench.json")
-    if not model and not peak:
-        raise EdgetrackError("no --model given: pass a bundle folder (or --peak alone for the machine's peak)")
-    bundles = [Bundle.load(m) for m in model or []]
-    peaks = {}
-    if peak:
-        from edgetrack.engine import resolve_device
-        from edgetrack.peak import measure_peak, peak_table
-
-        measured = measure_peak(peak_size, device=resolve_device(device))
-        peaks = peak_table(measured)
-        for r in measured.values():
-            typer.echo(f"peak {r.precision:5} (runs as {r.runs_as:5}) {r.m}x{r.k}x{r.n} MatMul: "
-                       f"{r.median_ms:8.2f} ms  {r.gmac_per_s:8.1f} GMAC/s")
-    results = []
-    if torch_ref:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            log.warning("torch is not installed; skipping the torch reference")
-            torch_ref = False
-    with stage_progress() as progress:
-        if torch_ref:
-            seen = set()
-            for b in bundles:
-                if b.arch not in seen:
-                    seen.add(b.arch)
-                    results += bench_torch(b, iterations, warmup, progress=progress)
-        for b in bundles:
-            results += bench_bundle(b, device, iterations, warmup, progress=progress, peak=peaks)
-    rep = report(results, device)
-    if peak:
-        rep["peak"] = {k: v.to_dict() for k, v in measured.items()}
-    typer.echo(f"device {rep['device']} | {rep['cpu']} | {rep['threads']} threads")
-    typer.echo(f"{'model':18} {'precision':9} {'variant':17} {'median ms':>9} {'p90 ms':>8} {'fps':>8} "
-               f"{'runs as':>7} {'GMAC/s':>8} {'% peak':>6}")
-    for r in results:
-        typer.echo(f"{r.name:18} {r.precision:9} {r.variant:17} {r.latency_ms['median']:9.2f} "
-                   f"{r.latency_ms['p90']:8.2f} {r.fps:8.1f} {r.runs_as or '-':>7} "
-                   f"{'-' if r.gmac_per_s is None else f'{r.gmac_per_s:.1f}':>8} "
-                   f"{'-' if r.peak_pct is None else f'{r.peak_pct:.0f}%':>6}")
-    if bundles and not any(b.has("monolithic") for b in bundles):
-        typer.echo("(no monolithic model in these bundles: convert with --monolithic to time it)")
-    if json_out:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(json_out, rep)
-        typer.echo(f"json: {json_out}")
-
-
-def convert_cmd(
-    checkpoint: Path = typer.Argument(..., help="A {'net': state_dict} checkpoint (published or own)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="mixformerv2-s or mixformerv2-b (default: the checkpoint's own config, else mixformerv2-s)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Bundle folder to write."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 weights."),
-    monolithic: bool = typer.Option(False, "--monolithic/--no-monolithic", help="Also export the monolithic model (for comparison and tests; off by default, a shipped bundle stores its weights once)."),
-) -> None:
-    """Convert a MixFormerV2 checkpoint into a model bundle (OpenVINO IR).
-
-    Example: edgetrack convert mixformerv2_small.pth --arch mixformerv2-s -o models/s-fp32
-    """
-    from edgetrack.bundle import check_bundle_output
-
-    # bad input fails before torch is imported (seconds) or the model is exported (minutes)
-    if precision not in ("fp32", "fp16"):
-        raise EdgetrackError(f"--precision {precision!r}: expected one of fp32, fp16")
-    if arch and arch.lower().startswith("mixvit"):
-        raise EdgetrackError(f"--arch {arch}: the MixViT teacher is a training model; convert a MixFormerV2 checkpoint")
-    check_bundle_output(output, option="--output")
-    require_torch("convert")
-    from conversion.export import convert_checkpoint
-
-    with step_progress() as progress:
-        bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic, progress=progress)
-    typer.echo(f"wrote {bundle.path} ({bundle.arch}, {bundle.precision}): {', '.join(bundle.meta['files'])}")
-
-
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
     app.command("run")(run_cmd)
-    app.command("bench")(bench_cmd)
-    app.command("convert")(convert_cmd)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from edgetrack.cli.run import require_torch
+from edgetrack.cli._common import require_extra
 from edgetrack.errors import EdgetrackError
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def train_cmd(
     if out.exists() and out.is_dir():
         raise EdgetrackError(f"--out {out}: is a folder; expected a checkpoint file path")
     size = _size(synth_size)
-    require_torch("train")
+    require_extra("train", "torch")
     from training import campaign, distill, distributed
     from training.data import DataConfig
     from training.validate import ValConfig

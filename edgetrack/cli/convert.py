@@ -1,0 +1,42 @@
+"""``edgetrack convert``: a MixFormerV2 checkpoint -> a model bundle (needs torch)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edgetrack.cli._common import require_extra, step_progress
+from edgetrack.errors import EdgetrackError
+
+
+def convert_cmd(
+    checkpoint: Path = typer.Argument(..., help="A {'net': state_dict} checkpoint (published or own)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="mixformerv2-s or mixformerv2-b (default: the checkpoint's own config, else mixformerv2-s)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Bundle folder to write."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 weights."),
+    monolithic: bool = typer.Option(False, "--monolithic/--no-monolithic", help="Also export the monolithic model (for comparison and tests; off by default, a shipped bundle stores its weights once)."),
+) -> None:
+    """Convert a MixFormerV2 checkpoint into a model bundle (OpenVINO IR).
+
+    Example: edgetrack convert mixformerv2_small.pth --arch mixformerv2-s -o models/s-fp32
+    """
+    from edgetrack.bundle import check_bundle_output
+
+    # bad input fails before torch is imported (seconds) or the model is exported (minutes)
+    if precision not in ("fp32", "fp16"):
+        raise EdgetrackError(f"--precision {precision!r}: expected one of fp32, fp16")
+    if arch and arch.lower().startswith("mixvit"):
+        raise EdgetrackError(f"--arch {arch}: the MixViT teacher is a training model; convert a MixFormerV2 checkpoint")
+    check_bundle_output(output, option="--output")
+    require_extra("convert", "torch")
+    from conversion.export import convert_checkpoint
+
+    with step_progress() as progress:
+        bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic, progress=progress)
+    typer.echo(f"wrote {bundle.path} ({bundle.arch}, {bundle.precision}): {', '.join(bundle.meta['files'])}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command("convert")(convert_cmd)
