@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgetrack.analysis import unique_labels
 from edgetrack.bench import bench_bundle, cpu_name
 from edgetrack.bundle import Bundle, now_iso
 from edgetrack.datasets import Sequence, load_dataset
@@ -256,18 +257,6 @@ def _f(v: float | None, digits: int, signed: bool = False) -> str:
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
-def unique_labels(bundles: Seq[Bundle]) -> list[str]:
-    """Folder names, made unique (``name``, ``name-2``, ...)."""
-    labels: list[str] = []
-    for b in bundles:
-        base = b.path.name or "bundle"
-        label, k = base, 2
-        while label in labels:
-            label, k = f"{base}-{k}", k + 1
-        labels.append(label)
-    return labels
-
-
 def check_results_source(results_dir: Path, bundle: Bundle, device: str) -> None:
     """Results in ``results_dir`` are resumed only if the same bundle (same files) made them."""
     src = results_dir / SOURCE_FILE
@@ -346,7 +335,7 @@ def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, dev
         raise EdgetrackError(f"dataset {dataset}: no sequence has full ground truth to score")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    labels = unique_labels(bundles)
+    labels = unique_labels([b.path for b in bundles], fallback="bundle")
     cpu = cpu_name()
     report = Report(dataset, device, cpu, iterations, now_iso())
     peaks: dict[str, float] = {}

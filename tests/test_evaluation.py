@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from edgetrack.analysis import analyze_results, unique_labels
 from edgetrack.cli import app
 from edgetrack.datasets import load_dataset
 from edgetrack.errors import EdgetrackError
@@ -163,6 +164,28 @@ def test_eval_and_analyze_through_cli(square_ds: Path, tmp_path: Path) -> None:
                         "--skip-missing")
     assert code == 0 and "scoring 2" in out
     assert json.loads((out_dir / "summary.json").read_text())["trackers"]["kcf"]["sequences"] == 2
+
+
+def test_analyze_results_labels_folders_like_report(square_ds: Path, tmp_path: Path) -> None:
+    """Two result folders with one name: ``name`` and ``name-2`` (report.unique_labels' rule)."""
+    gt = {k: np.loadtxt(square_ds / f"sq{k}" / "groundtruth.txt", delimiter=",") for k in range(3)}
+    folders = [tmp_path / "a" / "run", tmp_path / "b" / "run"]
+    for shift, folder in zip((0, 40), folders):
+        folder.mkdir(parents=True)
+        for k, b in gt.items():
+            np.savetxt(folder / f"sq{k}.txt", b + [shift, 0, 0, 0], fmt="%.1f", delimiter=",")
+    assert unique_labels(folders) == ["run", "run-2"]
+    assert unique_labels([Path("x/run"), Path("y/run"), Path("z/run"), Path("/")]) == ["run", "run-2", "run-3",
+                                                                                         "results"]
+    res = analyze_results(folders, f"folder:{square_ds}", tmp_path / "out", names=["sq0", "sq2"])
+    assert list(res.folders) == ["run", "run-2"] and res.folders["run-2"] == folders[1]
+    assert res.sequences == ["sq0", "sq2"] and res.left_out == []
+    assert res.summaries["run"].auc > 0.9 > res.summaries["run-2"].auc  # exact boxes vs 40 px off
+    saved = json.loads((tmp_path / "out" / "summary.json").read_text())["trackers"]
+    assert saved["run-2"]["results"] == str(folders[1]) and saved["run"]["sequences"] == 2
+    assert {f.name for f in res.files} == {"summary.md", "summary.json", "success_plot.png", "precision_plot.png",
+                                           "norm_precision_plot.png"}
+    assert all(f.is_file() for f in res.files)
 
 
 def _mtimes(res: Path) -> dict[str, int]:
