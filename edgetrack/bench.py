@@ -1,5 +1,5 @@
-"""Latency benchmark of bundles (template encoder, search step, monolithic) and the torch
-FP32 reference. Figures are medians of one run on one machine; compare ratios, not runs.
+"""Latency benchmark of bundles (template encoder, search step, monolithic) (the torch FP32
+reference is ``conversion.torch_engine.bench_torch``). Figures are medians of one run on one machine; compare ratios, not runs.
 
 Each bundle variant also gets its MAC count (from the graph's shapes), the GMAC/s it achieves
 and, given the machine's peak (``edgetrack.peak.measure_peak``), the percentage of the peak
@@ -77,8 +77,9 @@ def time_call(fn: Callable[[], object], iterations: int, warmup: int,
     return {"median": float(np.median(times)), "p90": float(np.percentile(times, 90))}
 
 
-def _result(name, precision, variant, lat, runs_as: str | None = None, macs: int | None = None,
-            peak: dict | None = None) -> BenchResult:
+def bench_result(name: str, precision: str, variant: str, lat: dict, runs_as: str | None = None,
+                 macs: int | None = None, peak: dict | None = None) -> BenchResult:
+    """The result of one timed variant; with ``macs`` its GMAC/s, and with ``peak`` its % of peak."""
     res = BenchResult(name, precision, variant, {k: round(v, 3) for k, v in lat.items()},
                       round(1000.0 / lat["median"], 2), runs_as)
     if macs:
@@ -94,7 +95,8 @@ def _random_inputs(model, rng) -> dict:
             for p in model.inputs}
 
 
-def _stage(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+def stage_callback(progress: Progress | None, stage: str) -> Callable[[int, int], None] | None:
+    """``progress(stage, done, total)`` as the ``progress(done, total)`` of :func:`time_call`."""
     if progress is None:
         return None
     return lambda done, total: progress(stage, done, total)
@@ -144,34 +146,12 @@ def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, war
                 treq.get_tensor(name).data[...] = arr
             treq.infer()
             req.get_tensor("template_kv").data[...] = treq.get_tensor("template_kv").data
-        lat = time_call(req.infer, iterations, warmup, _stage(progress, stage))
+        lat = time_call(req.infer, iterations, warmup, stage_callback(progress, stage))
         runs_as = "int8" if bundle.precision == "int8" else runtime_precision(compiled)
         macs = model_macs(core().read_model(str(bundle.model_xml(model_name))))
-        out.append(_result(bundle.arch, bundle.precision, variant, lat, runs_as, macs, peak))
+        out.append(bench_result(bundle.arch, bundle.precision, variant, lat, runs_as, macs, peak))
         log.info("%s %s %s: median %.2f ms", bundle.arch, bundle.precision, variant, lat["median"])
     return out
-
-
-def bench_torch(bundle: Bundle, iterations: int = 100, warmup: int = 10,
-                progress: Progress | None = None) -> list[BenchResult]:
-    """Torch FP32 monolithic (the reference tracker's per-frame call) for the bundle's architecture."""
-    check_counts(iterations, warmup)
-    import torch
-
-    from training.models import MixFormerV2, MixFormerV2Config
-
-    cfg_dict = {k: v for k, v in bundle.meta["config"].items() if k != "arch"}
-    cfg_dict["mean"], cfg_dict["std"] = tuple(cfg_dict["mean"]), tuple(cfg_dict["std"])
-    model = MixFormerV2(MixFormerV2Config(**cfg_dict)).eval()
-    t, s = model.cfg.template_size, model.cfg.search_size
-    g = torch.Generator().manual_seed(0)
-    z, oz, x = (torch.randn(1, 3, n, n, generator=g) for n in (t, t, s))
-    with torch.inference_mode():
-        lat = time_call(lambda: model(z, oz, x), iterations, warmup, _stage(progress, f"{bundle.arch} torch-monolithic"))
-        kv = model.encode_template(z, oz)
-        lat_split = time_call(lambda: model.forward_search(x, kv), iterations, warmup,
-                              _stage(progress, f"{bundle.arch} torch-split"))
-    return [_result(bundle.arch, "fp32", "torch-monolithic", lat), _result(bundle.arch, "fp32", "torch-split", lat_split)]
 
 
 def report(results: list[BenchResult], device: str) -> dict:

@@ -31,7 +31,7 @@ def bench_cmd(
 
     Example: edgetrack bench --peak --model models/s-int8 --no-torch
     """
-    from edgetrack.bench import bench_bundle, bench_torch, check_counts, report
+    from edgetrack.bench import bench_bundle, check_counts, report
     from edgetrack.bundle import Bundle, write_json_atomic
 
     check_counts(iterations, warmup)
@@ -57,6 +57,8 @@ def bench_cmd(
         except EdgetrackError:
             log.warning("torch is not installed; skipping the torch reference")
             torch_ref = False
+        else:
+            from conversion.torch_engine import bench_torch
     with stage_progress(refresh_thread=False) as progress:
         if torch_ref:
             seen = set()
