@@ -1,6 +1,6 @@
 # Entry points, each doing the whole set-up on a fresh machine:
 #   make demo   build the default model's bundle (from models/) and track the sample clip
-#   make test   run the test suite
+#   make test   check the import contract (lint-imports), then run the test suite
 #   make data   build the photo library of the synthetic train split (apt-get download, ~250 MB)
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -23,7 +23,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) samples/demo.py --out $(OUT)
 
+# the import contract first (layers conversion -> training -> edgetrack, pyproject.toml)
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # real photographs from Debian packages for the synthetic train split ($$EDGETRACK_CACHE/photos)
