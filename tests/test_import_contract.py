@@ -88,3 +88,29 @@ def test_python_m_edgetrack_cli() -> None:
 
     listed = [line.split()[1] for line in p.stdout.splitlines() if line.startswith("│ ") and len(line.split()) > 2]
     assert [c for c in listed if c in COMMANDS] == list(COMMANDS)
+
+
+def test_torch_free_config_names_match_the_registry() -> None:
+    """edgetrack.architectures (what --arch help lists, torch-free) is the torch registry's list."""
+    pytest.importorskip("torch")
+    from edgetrack.architectures import ARCHITECTURES, list_configs
+    from training.models import CONFIGS
+
+    assert ARCHITECTURES == {name: cfg.arch for name, cfg in CONFIGS.items()}
+    assert list_configs() == sorted(CONFIGS)
+    assert list_configs("mixvit") == sorted(n for n, c in CONFIGS.items() if c.arch == "mixvit")
+    with pytest.raises(ValueError, match="kind 'vit'"):
+        list_configs("vit")
+
+
+def test_arch_help_lists_every_configuration() -> None:
+    from typer.testing import CliRunner
+
+    from edgetrack.architectures import list_configs
+    from edgetrack.cli import app
+
+    for cmd, kinds in (("convert", ("mixformerv2",)), ("train", ("mixformerv2", "mixvit"))):
+        out = CliRunner().invoke(app, [cmd, "--help"], env={"COLUMNS": "400"}).output
+        for kind in kinds:
+            for name in list_configs(kind):
+                assert name in out, (cmd, name)

@@ -6,13 +6,15 @@ from typing import Optional
 
 import typer
 
+from edgetrack.architectures import list_configs
 from edgetrack.cli._common import require_extra, step_progress
 from edgetrack.errors import EdgetrackError
 
 
 def convert_cmd(
     checkpoint: Path = typer.Argument(..., help="A {'net': state_dict} checkpoint (published or own)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="mixformerv2-s or mixformerv2-b (default: the checkpoint's own config, else mixformerv2-s)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help=f"One of {', '.join(list_configs('mixformerv2'))} "
+                                       "(default: the checkpoint's own config, else mixformerv2-s)."),
     output: Path = typer.Option(..., "--output", "-o", help="Bundle folder to write."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 weights."),
     monolithic: bool = typer.Option(False, "--monolithic/--no-monolithic", help="Also export the monolithic model (for comparison and tests; off by default, a shipped bundle stores its weights once)."),

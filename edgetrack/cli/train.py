@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from edgetrack.architectures import list_configs
 from edgetrack.cli._common import require_extra
 from edgetrack.errors import EdgetrackError
 
@@ -90,15 +91,17 @@ def train_cmd(
                                           "too); flags given here override it."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Dry run: train N steps into a temporary "
                                             "folder, print samples/s and the time the whole stage would take here."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="teacher: the MixViT configuration (default mixvit-mini); "
-                                       "other stages: the architecture of a --teacher/--init file that has no config."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="teacher: the MixViT configuration (default mixvit-mini; "
+                                       f"{', '.join(list_configs('mixvit'))}); other stages: the architecture of "
+                                       "a --teacher/--init file that has no config."),
     teacher: Optional[Path] = typer.Option(None, "--teacher", help="dense-to-sparse: the MixViT teacher checkpoint; "
                                            "deep-to-shallow: the stage-1 checkpoint."),
     init: Optional[Path] = typer.Option(None, "--init", help="teacher: start from this checkpoint; "
                                         "dense-to-sparse: go on from this student checkpoint; "
                                         "score: the model whose score head is trained."),
     student_arch: Optional[str] = typer.Option(None, "--student-arch", help="dense-to-sparse: the student (default: "
-                                               "the teacher's backbone); deep-to-shallow: the shallower configuration."),
+                                               "the teacher's backbone); deep-to-shallow: the shallower configuration "
+                                               f"({', '.join(list_configs('mixformerv2'))})."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset spec, e.g. got10k-train:/data/got10k "
                                        "(replaces a recipe's data mix)."),
     synth: Optional[int] = typer.Option(None, "--synth", help="Use N synthetic train-split sequences (in memory)."),
