@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 import openvino as ov
@@ -25,6 +24,7 @@ from torch import nn
 import edgetrack
 from edgetrack.bundle import Bundle, check_bundle_output, finalize_bundle, now_iso
 from edgetrack.progress import Progress
+from edgetrack.config import model_args
 from training.models import MixFormerV2, MixFormerV2Config
 
 log = logging.getLogger(__name__)
@@ -121,15 +121,9 @@ def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress
 def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict) -> dict:
     return {
         "arch": cfg.name,
-        "config": asdict(cfg),
-        "template_size": cfg.template_size,
-        "search_size": cfg.search_size,
-        "template_factor": cfg.template_factor,
-        "search_factor": cfg.search_factor,
-        "mean": list(cfg.mean),
-        "std": list(cfg.std),
-        "bins": cfg.bins,
-        "update_interval": cfg.update_interval,
+        # the model's own numbers; the tracker fields stand once, at the top level
+        "config": model_args(cfg),
+        **cfg.tracker_config().to_meta(),
         "precision": precision,
         "io": {
             "template": {"inputs": ["template", "online_template"], "outputs": ["template_kv"]},

@@ -7,6 +7,7 @@ import torch
 
 from edgetrack.bench import BenchResult, bench_result, check_counts, stage_callback, time_call
 from edgetrack.bundle import Bundle
+from edgetrack.config import model_config_dict
 from edgetrack.progress import Progress
 from training.engine import TorchEngine
 from training.models import build_model
@@ -20,7 +21,7 @@ def bench_torch(bundle: Bundle, iterations: int = 100, warmup: int = 10,
     """Torch FP32 latency of the bundle's model (the configuration saved in its ``bundle.json``,
     random weights): monolithic (the reference tracker's per-frame call) and the split search step."""
     check_counts(iterations, warmup)
-    model = build_model(config_from_dict(bundle.meta["config"])).eval()
+    model = build_model(config_from_dict(model_config_dict(bundle.meta))).eval()
     t, s = model.cfg.template_size, model.cfg.search_size
     g = torch.Generator().manual_seed(0)
     z, oz, x = (torch.randn(1, 3, n, n, generator=g) for n in (t, t, s))

@@ -19,6 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgetrack.config import TRACKER_FIELDS, TrackerConfig
 from edgetrack.errors import EdgetrackError
 from edgetrack.io import default_mode, sha256_file, write_json_atomic
 
@@ -27,9 +28,9 @@ FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 MODEL_NAMES = ("template", "search", "monolithic")
 REQUIRED_MODELS = ("template", "search")  # what tracking runs; the monolithic model is optional
-REQUIRED_KEYS = ("format", "format_version", "arch", "template_size", "search_size",
-                 "template_factor", "search_factor", "mean", "std", "bins", "update_interval",
-                 "precision", "files")
+# the tracker fields stand at the top level (once); ``config`` holds the model's other numbers
+# (bundles written before repeated the tracker fields there: see edgetrack.config)
+REQUIRED_KEYS = ("format", "format_version", "arch", *TRACKER_FIELDS, "precision", "files")
 
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,14 @@ class Bundle:
     @property
     def precision(self) -> str:
         return self.meta["precision"]
+
+    @property
+    def tracker_config(self) -> TrackerConfig:
+        """What the tracking loop needs (sizes, factors, mean/std, bins, update interval)."""
+        try:
+            return TrackerConfig.from_meta(self.meta)
+        except EdgetrackError as err:
+            raise BundleError(f"model bundle {self.path}: {MANIFEST}: {err}") from None
 
     def update_measurements(self, **fields) -> None:
         """Record measured accuracy/latency in the manifest (atomically)."""

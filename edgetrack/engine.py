@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from edgetrack.bundle import Bundle, BundleError
+from edgetrack.config import TrackerConfig
 from edgetrack.errors import EdgetrackError
 
 log = logging.getLogger(__name__)
@@ -33,25 +33,6 @@ def core():
 
         _CORE = ov.Core()
     return _CORE
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """What the tracking loop needs to know about a model."""
-
-    template_size: int
-    search_size: int
-    template_factor: float
-    search_factor: float
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    update_interval: int
-
-    @classmethod
-    def from_meta(cls, meta: dict) -> "TrackerConfig":
-        return cls(int(meta["template_size"]), int(meta["search_size"]), float(meta["template_factor"]),
-                   float(meta["search_factor"]), tuple(meta["mean"]), tuple(meta["std"]),
-                   int(meta["update_interval"]))
 
 
 class Engine(Protocol):
@@ -153,7 +134,7 @@ class OpenVINOEngine:
     def __init__(self, bundle: Bundle | str | Path, device: str = "CPU", inference_precision: str | None = None,
                  model_cache: str | Path | bool | None = None):
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
-        self.config = TrackerConfig.from_meta(self.bundle.meta)
+        self.config = self.bundle.tracker_config
         self.device = resolve_device(device)
         self.inference_precision = inference_precision
         self.cache_dir = model_cache_dir(model_cache)

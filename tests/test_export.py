@@ -70,6 +70,51 @@ def test_bundle_manifest(tiny_bundle):
     assert meta["provenance"]["created"]
 
 
+def test_tracker_fields_are_written_once(tiny_bundle):
+    """bundle.json: the tracker configuration at the top level, the model's other numbers under
+    ``config``; together they are the model's whole configuration."""
+    from dataclasses import asdict
+
+    from edgetrack.config import TRACKER_FIELDS, TrackerConfig, model_config_dict
+    from training.models import get_config
+
+    meta, cfg = tiny_bundle.meta, get_config("mixformerv2-tiny")
+    assert not set(TRACKER_FIELDS) & set(meta["config"])
+    assert tiny_bundle.tracker_config == cfg.tracker_config() == TrackerConfig.from_meta(meta)
+    assert tiny_bundle.tracker_config.bins == 16 and type(tiny_bundle.tracker_config) is TrackerConfig
+    assert model_config_dict(meta) == {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def test_bundle_of_the_older_format_still_loads(tiny_bundle, tmp_path):
+    """A bundle.json written before the tracker configuration was defined once (its ``config``
+    repeats the tracker fields, as export.py wrote it then) loads, and tracks the same boxes."""
+    from dataclasses import asdict
+
+    from edgetrack.bench import bench_torch
+    from edgetrack.config import model_config_dict
+    from edgetrack.tracker import Tracker
+    from tests.test_tracker import moving_square_frames
+    from training.models import get_config
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_bundle.path, old)
+    meta = json.loads((old / "bundle.json").read_text())
+    meta["config"] = json.loads(json.dumps(asdict(get_config("mixformerv2-tiny"))))  # the old export: asdict(cfg)
+    assert {"search_size", "mean", "bins", "update_interval"} <= set(meta["config"])
+    (old / "bundle.json").write_text(json.dumps(meta, indent=2))
+    b = Bundle.load(old)
+    assert b.tracker_config == tiny_bundle.tracker_config
+    assert model_config_dict(b.meta) == model_config_dict(tiny_bundle.meta)
+    assert [r.variant for r in bench_torch(b, iterations=1, warmup=0)]  # rebuilds the torch model from it
+    frames, boxes = moving_square_frames(6)
+    runs = []
+    for path in (tiny_bundle.path, old):
+        t = Tracker(path, update_interval=2)
+        t.init(frames[0], boxes[0])
+        runs.append([t.track(f) for f in frames[1:]])
+    assert runs[0] == runs[1]
+
+
 def test_corrupt_or_mismatched_bundle_is_refused(tiny_bundle, tmp_path):
     def copy():
         d = tmp_path / f"b{len(list(tmp_path.iterdir()))}"

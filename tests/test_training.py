@@ -262,6 +262,22 @@ def test_each_stage_writes_a_checkpoint_that_reloads(chain, tmp_path):
     build_model("mixformerv2-tiny").load_state_dict(net, strict=True)
 
 
+def test_checkpoint_config_of_older_code_still_loads(chain):
+    """Checkpoints written before the tracker fields moved to edgetrack.config: a teacher's
+    config without bins/update_interval (MixViT had neither), a student's with them."""
+    from dataclasses import asdict
+
+    from training.checkpoint import checkpoint_config
+
+    teacher = torch.load(chain["teacher"], weights_only=True)
+    old = {k: v for k, v in teacher["config"].items() if k not in ("bins", "update_interval")}
+    cfg = checkpoint_config({"config": old})
+    assert asdict(cfg) == {**old, "bins": None, "update_interval": 200}
+    assert cfg.tracker_config().search_size == 64
+    student = torch.load(chain["stage2"], weights_only=True)["config"]
+    assert asdict(checkpoint_config({"config": student})) == student
+
+
 def test_published_net_files_still_load(chain, tmp_path):
     from conversion.official import load_official_checkpoint
 

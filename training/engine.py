@@ -8,10 +8,11 @@ online template never updates).
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
-from edgetrack.engine import TrackerConfig
 from training.models import MixFormerV2
 
 
@@ -25,9 +26,9 @@ class TorchEngine:
         self.has_score = isinstance(model, MixFormerV2)
         self.device = next(model.parameters()).device
         self.monolithic = monolithic or not self.has_score
-        interval = update_interval or getattr(cfg, "update_interval", 200)
-        self.config = TrackerConfig(cfg.template_size, cfg.search_size, cfg.template_factor, cfg.search_factor,
-                                    tuple(cfg.mean), tuple(cfg.std), interval)
+        self.config = cfg.tracker_config()  # the model configuration is a tracker configuration
+        if update_interval:
+            self.config = replace(self.config, update_interval=update_interval)
 
     @torch.no_grad()
     def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:

@@ -2,23 +2,26 @@
 
 Like timm's registry: a configuration carries its input sizes, crop factors, mean/std and
 tracker defaults next to the architecture numbers, so that a name is all a user passes.
+Those tracker fields are defined once, torch-free, in :class:`edgetrack.config.TrackerConfig`;
+every model configuration here *is* one (inheritance, so that a checkpoint's ``config``, the
+flat ``asdict`` of the configuration, keeps its form and ``cfg.search_size`` reads as before)
+and adds the architecture numbers. Fields are keyword-only.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from edgetrack.config import IMAGENET_MEAN, IMAGENET_STD, TrackerConfig
 from edgetrack.errors import EdgetrackError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["CONFIGS", "IMAGENET_MEAN", "IMAGENET_STD", "MixFormerV2Config", "MixViTConfig", "ViTConfig",
+           "config_from_dict", "get_config", "list_configs"]
 
 
-@dataclass(frozen=True)
-class ViTConfig:
-    """Numbers shared by every MixFormer-family backbone."""
+@dataclass(frozen=True, kw_only=True)
+class ViTConfig(TrackerConfig):
+    """Numbers shared by every MixFormer-family backbone (the tracker fields: inherited)."""
 
-    search_size: int
-    template_size: int
     depth: int
     mlp_ratio: float
     embed_dim: int = 768
@@ -26,10 +29,6 @@ class ViTConfig:
     patch_size: int = 16
     qkv_bias: bool = True
     norm_eps: float = 1e-6
-    search_factor: float = 4.5
-    template_factor: float = 2.0
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
 
     @property
     def feat_sz_s(self) -> int:
@@ -43,18 +42,16 @@ class ViTConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MixFormerV2Config(ViTConfig):
     """MixFormerV2: four prediction tokens, MLP distribution head, MLP score head."""
 
     name: str = "mixformerv2"
     bins: int = 96
-    # reference tracker default when a dataset has no entry of its own (MAX_SAMPLE_INTERVAL)
-    update_interval: int = 200
     arch: str = field(default="mixformerv2", init=False)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MixViTConfig(ViTConfig):
     """MixViT teacher: plain MixFormer ViT with the pyramid corner head (CORNER_UP)."""
 
@@ -125,6 +122,11 @@ def get_config(name: str, **overrides) -> ViTConfig:
         raise EdgetrackError(f"unknown architecture {name!r}; known: {', '.join(sorted(CONFIGS))}")
     cfg = CONFIGS[key]
     return replace(cfg, **overrides) if overrides else cfg
+
+
+def list_configs() -> list[str]:
+    """The registered configuration names, sorted (what ``--arch`` takes)."""
+    return sorted(CONFIGS)
 
 
 _KINDS: dict[str, type[ViTConfig]] = {"mixformerv2": MixFormerV2Config, "mixvit": MixViTConfig}
