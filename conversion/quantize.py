@@ -47,6 +47,7 @@ import openvino as ov
 import edgetrack
 from edgetrack.bundle import MODEL_NAMES, Bundle, check_bundle_output, finalize_bundle, now_iso
 from edgetrack.engine import OpenVINOEngine, TrackerConfig
+from edgetrack.engine import core as engine_core  # the process's one ov.Core
 from edgetrack.errors import EdgetrackError
 from edgetrack.evaluation import track_sequence
 from edgetrack.geometry import Box, Normalizer, sample_target
@@ -410,7 +411,7 @@ def accuracy_controlled(src: Bundle, graphs: dict[str, ov.Model], calib: Calibra
 
     assert opts.max_drop is not None
     config = TrackerConfig.from_meta(src.meta)
-    core = ov.Core()
+    core = engine_core()
     t0 = time.perf_counter()
 
     def step(name: str, done: int) -> None:
@@ -556,7 +557,7 @@ def quantize_bundle(src_bundle_dir: str | Path, out_dir: str | Path, calibration
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp"))
     try:
         per_model = {}
-        core = ov.Core()
+        core = engine_core()
         controlled: dict[str, ov.Model] = {}
         record = None
         if opts.max_drop is not None:

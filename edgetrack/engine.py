@@ -132,7 +132,9 @@ class OpenVINOEngine:
     """Template encoder + search step of a bundle, compiled for one device."""
 
     def __init__(self, bundle: Bundle | str | Path, device: str = "CPU", inference_precision: str | None = None,
-                 model_cache: str | Path | bool | None = None):
+                 model_cache: str | Path | bool | None = None, search_hint: str = "LATENCY"):
+        """``search_hint``: LATENCY (one search step at a time) or THROUGHPUT (the search model
+        also serves requests side by side, as ``MultiTracker`` runs it: compiled once)."""
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         self.config = self.bundle.tracker_config
         self.device = resolve_device(device)
@@ -140,7 +142,7 @@ class OpenVINOEngine:
         self.cache_dir = model_cache_dir(model_cache)
         self.loaded_from_cache: dict[str, bool] = {}
         self.template_model = self.compile("template")
-        self.search_model = self.compile("search")
+        self.search_model = self.compile("search", search_hint)
         self._check_io()
         self._bind()
 

@@ -74,19 +74,30 @@ def normalize(patch: np.ndarray, mean, std, out: np.ndarray | None = None) -> np
 class Normalizer:
     """``normalize`` through a per-channel lookup table: the same float32 formula
     ``(v / 255 - mean) / std`` evaluated once for each of the 256 values (bit-identical
-    results, about 3x faster than the arithmetic on every pixel)."""
+    results, about 3x faster than the arithmetic on every pixel).
+
+    With ``out`` it allocates nothing per call: the table is one flat array of the three
+    channels' 256 values, and the indices into it (``v + 256 * channel``, the integer type
+    ``np.take`` indexes with) go to a buffer kept per patch shape."""
 
     def __init__(self, mean, std):
         v = np.arange(256, dtype=np.float32)[:, None] / np.float32(255.0)
         lut = (v - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
         self.lut = np.ascontiguousarray(lut.T)  # 3 x 256
+        self._flat = self.lut.reshape(-1)
+        self._offsets = (np.arange(3, dtype=np.intp) * 256)[:, None, None]
+        self._index: dict[tuple[int, int], np.ndarray] = {}
 
     def __call__(self, patch: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         h, w = patch.shape[:2]
         if out is None:
             out = np.empty((1, 3, h, w), dtype=np.float32)
-        for c in range(3):
-            np.take(self.lut[c], patch[:, :, c], out=out[0, c])
+        index = self._index.get((h, w))
+        if index is None:
+            index = self._index[(h, w)] = np.empty((3, h, w), dtype=np.intp)
+        np.add(patch.transpose(2, 0, 1), self._offsets, out=index)
+        # mode="clip": the indices are always in the table, and "raise" would buffer ``out``
+        np.take(self._flat, index, out=out[0], mode="clip")
         return out
 
 

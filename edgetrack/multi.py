@@ -23,12 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class TargetKV:
-    """Engine view of one target: its own copy of the template keys/values."""
+    """Engine view of one target: its own copy of the template keys/values (``kv``, and
+    ``kv_tensor``, an OpenVINO tensor over the same memory that a request can be given)."""
 
     def __init__(self, shared: OpenVINOEngine):
+        import openvino as ov
+
         self.shared = shared
         self.config = shared.config
         self.kv = np.empty(shared.template_kv.shape, dtype=np.float32)
+        self.kv_tensor = ov.Tensor(self.kv, shared_memory=True)
 
     def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
         self.shared.set_templates(template, online_template)
@@ -44,13 +48,17 @@ class MultiTracker:
 
     def __init__(self, model: str | Path | Bundle, device: str = "CPU", update_interval: int | None = None,
                  inference_precision: str | None = None, requests: int | None = None):
-        self.engine = OpenVINOEngine(model, device=device, inference_precision=inference_precision)
         import openvino as ov
 
-        self.search_model = self.engine.compile("search", "THROUGHPUT")
+        # the search step compiled once, for requests side by side
+        self.engine = OpenVINOEngine(model, device=device, inference_precision=inference_precision,
+                                     search_hint="THROUGHPUT")
+        self.search_model = self.engine.search_model
         n = requests or self.search_model.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         self.queue = ov.AsyncInferQueue(self.search_model, max(1, int(n)))
         self.queue.set_callback(self._done)
+        # each request's own search input, filled in place by the tracker's crop
+        self._search_in = [self.queue[i].get_tensor("search").data for i in range(len(self.queue))]
         self.update_interval = update_interval
         self.targets: dict[int, Tracker] = {}
         self._results: dict[int, tuple[np.ndarray, float]] = {}
@@ -86,9 +94,10 @@ class MultiTracker:
         self._results.clear()
         for tid, frame in frames.items():
             t = self.targets[tid]
-            search, crop = t.prepare(frame)
-            crops[tid] = crop
-            self.queue.start_async({"search": search, "template_kv": t.engine.kv}, userdata=tid)
+            i = self.queue.get_idle_request_id()  # the request start_async runs next (waits for one)
+            _, crops[tid] = t.prepare(frame, out=self._search_in[i])
+            self.queue[i].set_tensor("template_kv", t.engine.kv_tensor)  # the target's keys/values, not copied
+            self.queue.start_async(userdata=tid)
         self.queue.wait_all()
         out = {}
         for tid, frame in frames.items():  # template updates: sequential, only on update frames

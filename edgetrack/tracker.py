@@ -53,23 +53,41 @@ class Tracker:
         self.update_interval = check_update_interval(
             self.config.update_interval if update_interval is None else update_interval)
         self.normalize = Normalizer(self.config.mean, self.config.std)
+        # Buffers made once: each frame's crops are written into them, not allocated. The search
+        # crop goes straight into the engine's bound input when it has one (OpenVINOEngine).
+        c = self.config
+        self._search_patch = np.empty((c.search_size, c.search_size, 3), np.uint8)
+        self._template_patch = np.empty((c.template_size, c.template_size, 3), np.uint8)
+        bound = getattr(model, "search_input", None)
+        self._search_bound = bound is not None
+        self._search = bound if bound is not None else np.empty((1, 3, c.search_size, c.search_size), np.float32)
         self.state: Box | None = None
         self.frame_size: tuple[int, int] | None = None  # (W, H) of the init frame
         self.frame_id = 0
         self.score = 1.0
 
     # -- crops -----------------------------------------------------------------------------
-    def _template_crop(self, frame: np.ndarray, box: Box) -> np.ndarray:
+    def _template_crop(self, frame: np.ndarray, box: Box, out: np.ndarray | None = None) -> np.ndarray:
+        """The normalised template crop at ``box``, written into ``out`` (or a new array)."""
         c = self.config
-        patch, _ = sample_target(frame, box, c.template_factor, c.template_size)
-        return self.normalize(patch)
+        patch, _ = sample_target(frame, box, c.template_factor, c.template_size, out=self._template_patch)
+        return self.normalize(patch, out)
+
+    def _spare_template(self) -> np.ndarray:
+        """A template buffer that neither the initial nor the online template uses: where the
+        next candidate is written (two candidates take turns; the buffer in use as the online
+        template is never overwritten)."""
+        a, b = self._candidates
+        return b if a is self.online_template else a
 
     # -- the loop --------------------------------------------------------------------------
     def init(self, frame: np.ndarray, box) -> None:
         """Start tracking the object inside ``box`` (x, y, w, h) of ``frame``."""
         check_frame(frame)
         box = validate_box(box, frame.shape)
+        t = self.config.template_size
         self.template = self._template_crop(frame, box)
+        self._candidates = (np.empty((1, 3, t, t), np.float32), np.empty((1, 3, t, t), np.float32))
         self.online_template = self.template
         self.online_max_template = self.template
         self.engine.set_templates(self.template, self.online_template)
@@ -91,20 +109,23 @@ class Tracker:
     def track(self, frame: np.ndarray) -> tuple[Box, float]:
         """The object's box in ``frame`` and the confidence (sigmoid of the score logit)."""
         search, crop = self.prepare(frame)
-        box_norm, logit = self.engine.infer(search)
+        # an engine with a bound input already holds the crop: nothing to pass, nothing copied
+        box_norm, logit = self.engine.infer(None if self._search_bound else search)
         return self.finish(frame, crop, box_norm, logit)
 
     # The two halves of ``track`` around inference, so that several trackers can run their
     # search steps side by side (``edgetrack.multi.MultiTracker``).
-    def prepare(self, frame: np.ndarray) -> tuple[np.ndarray, Crop]:
-        """The normalised search crop around the current state."""
+    def prepare(self, frame: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, Crop]:
+        """The normalised search crop (1, 3, S, S) float32 around the current state, written into
+        ``out`` (an inference request's input tensor, say) or else into the tracker's own buffer
+        (the engine's bound input when it has one): the array is reused on the next frame."""
         if self.state is None:
             raise EdgetrackError("track() called before init(frame, box)")
         check_frame(frame)
         self._check_size(frame)
         c = self.config
-        patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size)
-        return self.normalize(patch), crop
+        patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size, out=self._search_patch)
+        return self.normalize(patch, self._search if out is None else out), crop
 
     def finish(self, frame: np.ndarray, crop: Crop, box_norm: np.ndarray, logit: float) -> tuple[Box, float]:
         """Map the prediction back, clip it, and run the online template rule."""
@@ -119,7 +140,7 @@ class Tracker:
 
     def _update_templates(self, frame: np.ndarray, score: float) -> None:
         if score > UPDATE_SCORE and score > self.max_pred_score:
-            self.online_max_template = self._template_crop(frame, self.state)
+            self.online_max_template = self._template_crop(frame, self.state, self._spare_template())
             self.max_pred_score = score
         if self.frame_id % self.update_interval == 0:
             if self.online_max_template is not self.online_template:

@@ -188,6 +188,57 @@ def test_lut_normalizer_is_bit_identical():
     np.testing.assert_array_equal(Normalizer(mean, std)(patch), direct)
 
 
+def test_lut_normalizer_allocates_no_crop():
+    """With ``out``, normalising allocates no array of the crop's size (numpy's fixed cast
+    buffer aside): the crop goes straight where it is asked to."""
+    import tracemalloc
+
+    from edgetrack.geometry import Normalizer
+
+    patch = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    norm, out = Normalizer((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), np.empty((1, 3, 128, 128), np.float32)
+    norm(patch, out)  # the index buffer of this shape is made once
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        assert norm(patch, out) is out
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < out.nbytes / 2, peak
+    np.testing.assert_array_equal(out, norm(patch))
+
+
+def test_search_crop_is_written_into_the_bound_input(tiny_bundle, monkeypatch):
+    """The tracker normalises the search crop into the engine's bound input tensor and the
+    engine is given nothing to copy."""
+    frames, boxes = moving_square_frames(4)
+    t = Tracker(tiny_bundle.path)
+    t.init(frames[0], boxes[0])
+    search, _ = t.prepare(frames[1])
+    assert search is t.engine.search_input
+    given = []
+    infer = t.engine.infer
+    monkeypatch.setattr(t.engine, "infer", lambda x=None: given.append(x) or infer(x))
+    t.track(frames[1])
+    t.track(frames[2])
+    assert given == [None, None]
+
+
+def test_multitracker_compiles_each_model_once(tiny_bundle, monkeypatch):
+    from edgetrack.engine import OpenVINOEngine
+    from edgetrack.multi import MultiTracker
+
+    compiled = []
+    compile_ = OpenVINOEngine.compile
+    monkeypatch.setattr(OpenVINOEngine, "compile", lambda self, part, hint="LATENCY": compiled.append((part, hint))
+                        or compile_(self, part, hint))
+    m = MultiTracker(tiny_bundle.path, requests=2)
+    assert compiled == [("template", "LATENCY"), ("search", "THROUGHPUT")]
+    assert m.search_model is m.engine.search_model
+
+
 def test_frame_size_change_is_refused(tiny_bundle):
     """The state is in the first frame's pixels: another size is an error naming the frame."""
     frames, boxes = moving_square_frames(3)
