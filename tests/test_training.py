@@ -262,6 +262,55 @@ def test_each_stage_writes_a_checkpoint_that_reloads(chain, tmp_path):
     build_model("mixformerv2-tiny").load_state_dict(net, strict=True)
 
 
+# The logged losses of the `chain` fixture's stages, recorded on the code before the stages became
+# actors (commit b5734d6, 1 torch thread; equal to the last bit there with the actors, with the
+# final weights): the refactor changed no training result.
+CHAIN_LOSSES = {
+    "teacher": [1.3422222137451172, 2.7323861122131348, 2.069098472595215],
+    "dense-to-sparse": [4.3588433265686035, 4.649265766143799, 4.009066581726074],
+    "deep-to-shallow": [2.954681634902954, 2.284804582595825, 2.5882887840270996],
+    "score": [0.6889966130256653, 0.6893113851547241, 0.6942057013511658, 0.6863613128662109],
+}
+
+
+def test_stage_losses_are_those_of_before_the_actors(chain):
+    history = torch.load(chain["score"], weights_only=True)["history"]
+    for stage, losses in CHAIN_LOSSES.items():
+        got = [h["loss"] for h in history if h["stage"] == stage and "loss" in h]
+        assert got == pytest.approx(losses, rel=1e-4), stage
+
+
+def test_actors_are_registered_by_stage_name():
+    from edgetrack.cli_train import STAGES
+    from training.actors import ACTORS, actor_class
+    from training.distill import STAGE_DEFAULTS
+
+    assert tuple(ACTORS) == STAGES == tuple(STAGE_DEFAULTS)
+    assert all(actor_class(s).name == s for s in STAGES)
+    assert actor_class("teacher").weights.iou_kind == "giou" and actor_class("score").sampler.pos_prob == 0.5
+    with pytest.raises(EdgetrackError, match="stage 'nope': expected one of teacher, dense-to-sparse"):
+        actor_class("nope")
+
+
+def test_actor_step_is_the_stage_loss(seqs):
+    """An actor built from models in memory: its step gives the weighted sum of the stage's
+    losses that it logs."""
+    from training.actors import DenseToSparseActor, TeacherActor
+    from training.distill import schedule_for
+
+    sched = schedule_for("teacher", 2, batch_size=4)
+    teacher = TeacherActor(sched, "mixvit-tiny")
+    ds = TripletDataset(seqs, teacher.data_config, SamplerConfig(), seed=0)
+    batch = ds.batch(range(4))
+    loss, stats = teacher.step(batch)
+    assert float(loss) == pytest.approx(2 * float(stats["giou"]) + 5 * float(stats["l1"]))
+    d2s = DenseToSparseActor(sched, teacher.model)
+    loss, stats = d2s.step(batch)
+    assert float(loss) == pytest.approx(2 * float(stats["ciou"]) + 5 * float(stats["l1"]) + 5 * float(stats["kl"]))
+    assert not any(p.requires_grad for p in d2s.teacher.parameters())
+    assert {id(p) for g in d2s.param_groups(sched) for p in g["params"]} == {id(p) for p in d2s.model.parameters()}
+
+
 def test_checkpoint_config_of_older_code_still_loads(chain):
     """Checkpoints written before the tracker fields moved to edgetrack.config: a teacher's
     config without bins/update_interval (MixViT had neither), a student's with them."""

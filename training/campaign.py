@@ -49,7 +49,8 @@ from pathlib import Path
 
 from edgetrack.errors import EdgetrackError
 from training import distill, distributed
-from training.data import DataConfig, SamplerConfig
+from training.actors import actor_class, train_stage
+from training.data import DataConfig
 from training.train import best_path
 from training.validate import ValConfig
 
@@ -149,27 +150,16 @@ def run_stage(st: dict, data: DataConfig, sched, val: ValConfig | None, target: 
     """Run one recipe stage ``st`` (its schedule already made) into ``target``; ``{out}`` in its
     ``init`` / ``teacher`` is ``out_dir``."""
     stage = st["stage"]
-    base = distill.SCORE_SAMPLER if stage == "score" else SamplerConfig()
+    actor = actor_class(stage)
     try:
-        sampler = replace(base, **st.get("sampler", {}))
+        sampler = replace(actor.sampler, **st.get("sampler", {}))
         # loss weights: e.g. {"kl": 0} trains the student on the ground truth alone
-        weights = replace(distill.LossWeights(iou_kind="giou") if stage == "teacher" else distill.LossWeights(),
-                          **st.get("weights", {}))
+        weights = replace(actor.weights, **st.get("weights", {}))
     except (TypeError, ValueError) as err:
         raise EdgetrackError(f"stage {stage}: {err}") from None
-    init, teacher = _path(st.get("init"), out_dir), _path(st.get("teacher"), out_dir)
-    arch, student_arch = arch_value(st.get("arch")), arch_value(st.get("student_arch"))
-    if stage == "teacher":
-        return distill.train_teacher(arch or "mixvit-mini", data, sched, target, init=init,
-                                     weights=weights, sampler=sampler, val=val)
-    if stage == "dense-to-sparse":
-        return distill.dense_to_sparse(teacher, data, sched, target, student_arch=student_arch,
-                                       teacher_arch=arch, weights=weights, sampler=sampler, val=val, init=init)
-    if stage == "deep-to-shallow":
-        return distill.deep_to_shallow(teacher, student_arch, data, sched, target, remove=st.get("remove_layers"),
-                                       fade_fraction=st.get("fade_fraction", 40 / 45), weights=weights,
-                                       sampler=sampler, val=val)
-    return distill.train_score(init, data, sched, target, arch=arch, weights=weights, sampler=sampler, val=val)
+    opts = {**st, "init": _path(st.get("init"), out_dir), "teacher": _path(st.get("teacher"), out_dir),
+            "arch": arch_value(st.get("arch")), "student_arch": arch_value(st.get("student_arch"))}
+    return train_stage(actor.from_stage(opts, sched, weights), data, sched, target, sampler, val=val)
 
 
 def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None,

@@ -15,7 +15,9 @@
    BCE on the confidence logit; lr 1e-4 dropped x0.1 at half the steps.
 
 Each stage writes ``{"net", "config", "arch", "stage", "history", ...}`` (see
-:mod:`training.checkpoint`) and returns its path.
+:mod:`training.checkpoint`) and returns its path. The stages themselves (models, parameter
+groups, losses, checkpoints) are the actors of :mod:`training.actors`; the functions here run
+them, and hold what they share (layer bookkeeping, fading, pruning).
 
 MLP-ratio reduction (MixFormerV2-S has MLP ratio 1, the base model 4): the released reference
 code has no step that does it, so this is our choice. When the shallower configuration has a
@@ -25,7 +27,6 @@ schedule as the removed layers (their activations are scaled), and are cut at th
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Sequence
@@ -38,11 +39,9 @@ from torch import nn
 from edgetrack import sequence
 from edgetrack.errors import EdgetrackError
 from training import distributed
-from training.checkpoint import load_model, make_checkpoint
 from training.data import BatchStream, DataConfig, SamplerConfig, TripletDataset
-from training.losses import box_losses, dense_to_sparse_kl, feature_mimic, score_bce, sparse_kl
-from training.models import MixFormerV2, MixFormerV2Config, MixViT, MixViTConfig, build_model, get_config
-from training.train import Progress, Schedule, Validation, finish, param_groups, run_steps
+from training.models import MixFormerV2, MixFormerV2Config, MixViT, MixViTConfig, get_config
+from training.train import Progress, Schedule, Validation
 from training.validate import ValConfig, Validator
 
 log = logging.getLogger(__name__)
@@ -198,28 +197,9 @@ def train_teacher(arch: str | MixViTConfig, data: Data, sched: Schedule, out: st
                   sampler: SamplerConfig | None = None, progress: Progress | None = None,
                   val: ValConfig | None = None) -> Path:
     """Train the MixViT teacher from scratch (seeded) or from ``init`` (published or own checkpoint)."""
-    out = Path(out)
-    cfg = _config(arch, MixViTConfig)
-    history: list[dict] = []
-    if init is not None:
-        model, ck = load_model(init, cfg.name, MixViT)
-        cfg = model.cfg
-        history = list(ck.get("history", []))
-    else:
-        _seed_init(sched)
-        model = build_model(cfg)
-    ds = _dataset(data, cfg, sched, sampler)
+    from training.actors import TeacherActor, train_stage
 
-    def step(b, k, net=model):  # net: the DDP wrapper under torchrun
-        o = net(*_inputs(b))
-        bl = box_losses(o["pred_boxes"], b["search_box"], weights.iou_kind)
-        loss = weights.iou * bl["iou_loss"] + weights.l1 * bl["l1"]
-        return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "iou": bl["iou"]}
-
-    validation = _validation(val, lambda h: make_checkpoint(model, "teacher", history + h))
-    hist = run_steps(model, _batches(ds, sched), step, sched, out, "teacher", param_groups(model, sched), progress=progress,
-                     validation=validation)
-    return finish(out, make_checkpoint(model, "teacher", history + hist))
+    return train_stage(TeacherActor(sched, arch, init, weights), data, sched, out, sampler, progress, val)
 
 
 # -- stage 1: dense-to-sparse ----------------------------------------------------------------------
@@ -265,48 +245,10 @@ def dense_to_sparse(teacher: str | Path, data: Data, sched: Schedule, out: str |
     """Stage 1: a MixFormerV2 student (default: the teacher's backbone, bins = corner-map size)
     learns from the frozen MixViT ``teacher`` checkpoint and the ground truth. ``init``: go on
     from a student checkpoint (an earlier stage-1 run) instead of starting from the teacher."""
-    out = Path(out)
-    t_model, t_ck = load_model(teacher, teacher_arch, MixViT)
-    t_model.eval().requires_grad_(False).to(sched.torch_device())
-    prior_student: list[dict] = []
-    if init is not None:
-        student, s_ck = load_model(init, None, MixFormerV2)
-        cfg = student.cfg
-        prior_student = [h for h in s_ck.get("history", []) if h.get("stage") == "dense-to-sparse"]
-    else:
-        cfg = student_config_for(t_model.cfg) if student_arch is None else _config(student_arch, MixFormerV2Config)
-    _check_same_inputs(cfg, t_model.cfg)
-    if cfg.bins != t_model.cfg.score_map_size:
-        log.warning("student bins %d != teacher map size %d: teacher marginals are rebinned",
-                    cfg.bins, t_model.cfg.score_map_size)
-    if init is None:
-        _seed_init(sched)
-        student = build_model(cfg)
-        layers = init_from_teacher(student, t_model)
-        log.info("dense-to-sparse: %s initialised from teacher layers %s", cfg.name, layers)
-    else:
-        layers = list(s_ck.get("teacher_layers", []))
-        log.info("dense-to-sparse: %s goes on from %s", cfg.name, init)
-    ds = _dataset(data, cfg, sched, sampler)
+    from training.actors import DenseToSparseActor, train_stage
 
-    def step(b, k, net=student):
-        x = _inputs(b)
-        with torch.no_grad():
-            t_out = t_model(*x, softmax=True)
-        s_out = net(*x, softmax=False, run_score_head=False)
-        bl = box_losses(s_out["pred_boxes"], b["search_box"], weights.iou_kind)
-        kl = dense_to_sparse_kl(s_out, t_out)
-        loss = weights.iou * bl["iou_loss"] + weights.l1 * bl["l1"] + weights.kl * kl
-        t_iou = box_losses(t_out["pred_boxes"], b["search_box"], weights.iou_kind)["iou"]
-        return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "kl": kl,
-                      "iou": bl["iou"], "iou_teacher": t_iou}
-
-    prior = list(t_ck.get("history", [])) + prior_student
-    validation = _validation(val, lambda h: make_checkpoint(student, "dense-to-sparse", prior + h, teacher_layers=layers))
-    hist = run_steps(student, _batches(ds, sched), step, sched, out, "dense-to-sparse",
-                     param_groups(student, sched), progress=progress, validation=validation)
-    history = prior + hist
-    return finish(out, make_checkpoint(student, "dense-to-sparse", history, teacher_layers=layers))
+    actor = DenseToSparseActor(sched, teacher, student_arch, teacher_arch, init, weights)
+    return train_stage(actor, data, sched, out, sampler, progress, val)
 
 
 # -- stage 2: deep-to-shallow ----------------------------------------------------------------------
@@ -348,50 +290,10 @@ def deep_to_shallow(teacher: str | Path, student_arch: str | MixFormerV2Config, 
     """Stage 2: the stage-1 ``teacher`` (frozen) teaches a copy of itself whose ``remove`` layers
     (default: evenly spaced) fade out over ``fade_fraction`` of the steps; the result is saved
     as a model of ``student_arch`` (fewer layers, possibly a smaller MLP ratio)."""
-    out = Path(out)
-    if not 0.0 < fade_fraction <= 1.0:
-        raise EdgetrackError(f"fade fraction {fade_fraction}: expected 0 < f <= 1")
-    t_model, t_ck = load_model(teacher, None, MixFormerV2)
-    t_model.eval().requires_grad_(False).to(sched.torch_device())
-    target = _config(student_arch, MixFormerV2Config)
-    removed, kept, hidden = plan_pruning(t_model, target, remove)
-    student = copy.deepcopy(t_model).requires_grad_(True)
-    student.score_head.requires_grad_(False)  # trained in the score stage
-    fader = Fader(student, removed, hidden)
-    pairs = mimic_pairs(t_model.cfg.depth, removed)
-    fade_steps = max(1, round(fade_fraction * sched.steps))
-    log.info("deep-to-shallow: %s -> %s, removing layers %s, mimicking %s, fading over %d steps%s",
-             t_model.cfg.name, target.name, removed, pairs, fade_steps,
-             f", MLP hidden {t_model.backbone.blocks[0].mlp.fc1.out_features} -> {len(next(iter(hidden.values())))}"
-             if hidden else "")
-    ds = _dataset(data, target, sched, sampler)
+    from training.actors import DeepToShallowActor, train_stage
 
-    def step(b, k, net=student):
-        fader.rate = fade_rate(k, fade_steps)
-        x = _inputs(b)
-        with torch.no_grad():
-            t_out = t_model(*x, softmax=True, run_score_head=False)
-        s_out = net(*x, softmax=False, run_score_head=False)
-        bl = box_losses(s_out["pred_boxes"], b["search_box"], weights.iou_kind)
-        kl = sparse_kl(s_out, t_out)
-        feat = feature_mimic(s_out["distill_feat_list"], t_out["distill_feat_list"], pairs)
-        loss = weights.iou * bl["iou_loss"] + weights.l1 * bl["l1"] + weights.kl * kl + weights.feat * feat
-        return loss, {weights.iou_kind: bl["iou_loss"], "l1": bl["l1"], "kl": kl,
-                      "feat": feat, "iou": bl["iou"], "remove_rate": fader.rate}
-
-    prior = list(t_ck.get("history", []))
-    # validated (and kept) only once the layers are gone: then the faded model is the pruned one
-    validation = _validation(val, lambda h: make_checkpoint(prune_model(student, target, kept, hidden), "deep-to-shallow",
-                                                            prior + h, source_layers=kept, removed_layers=removed),
-                             start=fade_steps)
-    try:
-        hist = run_steps(student, _batches(ds, sched), step, sched, out, "deep-to-shallow",
-                         param_groups(student, sched), progress=progress, validation=validation)
-    finally:
-        fader.close()
-    pruned = prune_model(student, target, kept, hidden)
-    history = prior + hist
-    return finish(out, make_checkpoint(pruned, "deep-to-shallow", history, source_layers=kept, removed_layers=removed))
+    actor = DeepToShallowActor(sched, teacher, student_arch, remove, fade_fraction, weights)
+    return train_stage(actor, data, sched, out, sampler, progress, val)
 
 
 # -- stage 3: score head ---------------------------------------------------------------------------
@@ -403,27 +305,9 @@ def train_score(model_ckpt: str | Path, data: Data, sched: Schedule, out: str | 
                 progress: Progress | None = None, val: ValConfig | None = None) -> Path:
     """Train only the score head (parameters named ``score``) of a MixFormerV2 checkpoint on
     positive and negative search crops (BCE); the backbone and the box head stay as they are."""
-    out = Path(out)
-    model, ck = load_model(model_ckpt, arch, MixFormerV2)
-    for name, p in model.named_parameters():
-        p.requires_grad_("score" in name)
-    if sampler.pos_prob >= 1.0:
-        raise EdgetrackError("score stage: the sampler needs negatives (pos_prob < 1)")
-    ds = _dataset(data, model.cfg, sched, sampler)
+    from training.actors import ScoreActor, train_stage
 
-    def step(b, k, net=model):
-        o = net(*_inputs(b))
-        bce = score_bce(o["pred_scores"], b["label"])
-        acc = ((o["pred_scores"].detach() > 0).float() == b["label"]).float().mean()
-        return weights.score * bce, {"bce": bce, "acc": acc, "pos": b["label"].mean()}
-
-    groups = param_groups(model, sched, only=lambda n: "score" in n)
-    prior = list(ck.get("history", []))
-    validation = _validation(val, lambda h: make_checkpoint(model, "score", prior + h))
-    hist = run_steps(model, _batches(ds, sched), step, sched, out, "score", groups, progress=progress,
-                     validation=validation)
-    model.requires_grad_(True)
-    return finish(out, make_checkpoint(model, "score", prior + hist))
+    return train_stage(ScoreActor(sched, model_ckpt, arch, weights), data, sched, out, sampler, progress, val)
 
 
 STAGE_DEFAULTS: dict[str, dict] = {

@@ -1,7 +1,8 @@
 """Time one training step of each stage (``python -m training.measure``).
 
-Runs the stages' own losses on a fixed synthetic batch: forward, backward, AdamW step, data
-sampling timed apart. Prints median seconds per step; a short measurement, not a benchmark run.
+Runs each stage's actor (:mod:`training.actors`: its own models, losses, weights and parameter
+groups) on a fixed synthetic batch: forward, backward, AdamW step, data sampling timed apart.
+Prints median seconds per step; a short measurement, not a benchmark run.
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import time
 
 import torch
 
+from training.actors import Actor, DeepToShallowActor, DenseToSparseActor, ScoreActor, TeacherActor
 from training.data import SamplerConfig, TripletDataset, synth_sequences
-from training.distill import Fader, init_from_teacher, mimic_pairs, plan_pruning
-from training.losses import box_losses, dense_to_sparse_kl, feature_mimic, score_bce, sparse_kl
 from training.models import build_model, get_config
+from training.train import Schedule
 
 
 def _time(fn, n: int) -> float:
@@ -27,64 +28,39 @@ def _time(fn, n: int) -> float:
     return statistics.median(ts)
 
 
+def _trainer(actor: Actor, sched: Schedule, batch: dict):
+    """One optimiser step of ``actor``'s stage on ``batch`` (its own loss, weights and parameter
+    groups; no schedule, no clipping: a timing)."""
+    opt = torch.optim.AdamW(actor.param_groups(sched), lr=sched.lr)
+
+    def run():
+        loss, _ = actor.step(batch, sched.steps // 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return run
+
+
 def measure(teacher: str, student: str, shallow: str, batch: int, threads: int, n: int) -> dict[str, float]:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     t_cfg = get_config(teacher)
+    sched = Schedule(steps=2 * (n + 1), batch_size=batch, lr=1e-4, threads=threads)
     ds = TripletDataset(synth_sequences(4, 0, (320, 240), 40), t_cfg, SamplerConfig(pos_prob=0.5), seed=0)
     res = {"data (sampling + crops)": _time(lambda: ds.batch(range(batch)), n)}
     b = ds.batch(range(batch))
-    x = (b["template"], b["online_template"], b["search"])
-    tea = build_model(t_cfg)
-    stu = build_model(get_config(student))
-    init_from_teacher(stu, tea)
-
-    def step(model, loss_fn):
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-        def run():
-            loss = loss_fn()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return run
-
-    def teacher_loss():
-        bl = box_losses(tea(*x)["pred_boxes"], b["search_box"], "giou")
-        return 2 * bl["iou_loss"] + 5 * bl["l1"]
-
-    def stage1_loss():
-        with torch.no_grad():
-            t = tea(*x)
-        o = stu(*x, softmax=False, run_score_head=False)
-        bl = box_losses(o["pred_boxes"], b["search_box"])
-        return 2 * bl["iou_loss"] + 5 * bl["l1"] + 5 * dense_to_sparse_kl(o, t)
-
-    res[f"teacher {teacher}"] = _time(step(tea, teacher_loss), n)
-    tea.eval().requires_grad_(False)
-    res[f"dense-to-sparse {student} (+ teacher forward)"] = _time(step(stu, stage1_loss), n)
-    stu.eval().requires_grad_(False)
-    stu2 = build_model(get_config(student))
-    stu2.load_state_dict(stu.state_dict())
-    removed, _, hidden = plan_pruning(stu, get_config(shallow))
-    fader = Fader(stu2, removed, hidden)
-    fader.rate = 0.5
-    pairs = mimic_pairs(stu.cfg.depth, removed)
-
-    def stage2_loss():
-        with torch.no_grad():
-            t = stu(*x, run_score_head=False)
-        o = stu2(*x, softmax=False, run_score_head=False)
-        bl = box_losses(o["pred_boxes"], b["search_box"])
-        return (2 * bl["iou_loss"] + 5 * bl["l1"] + 5 * sparse_kl(o, t)
-                + 0.2 * feature_mimic(o["distill_feat_list"], t["distill_feat_list"], pairs))
-
-    res[f"deep-to-shallow {student} -> {shallow} (+ teacher forward)"] = _time(step(stu2, stage2_loss), n)
-    fader.close()
-    final = build_model(get_config(shallow))
-    for name, p in final.named_parameters():
-        p.requires_grad_("score" in name)
-    res[f"score head of {shallow}"] = _time(step(final, lambda: score_bce(final(*x)["pred_scores"], b["label"])), n)
+    tea = TeacherActor(sched, t_cfg)
+    res[f"teacher {teacher}"] = _time(_trainer(tea, sched, b), n)
+    stu = DenseToSparseActor(sched, tea.model, student_arch=student)
+    res[f"dense-to-sparse {student} (+ teacher forward)"] = _time(_trainer(stu, sched, b), n)
+    stu.model.eval().requires_grad_(False)
+    d2s = DeepToShallowActor(sched, stu.model, shallow)
+    try:
+        res[f"deep-to-shallow {student} -> {shallow} (+ teacher forward)"] = _time(_trainer(d2s, sched, b), n)
+    finally:
+        d2s.close()
+    score = ScoreActor(sched, build_model(get_config(shallow)))
+    res[f"score head of {shallow}"] = _time(_trainer(score, sched, b), n)
     return res
 
 

@@ -157,6 +157,7 @@ def train_cmd(
     size = _size(synth_size)
     require_extra("train", "torch")
     from training import campaign, distill, distributed
+    from training.actors import actor_class
     from training.data import DataConfig
     from training.validate import ValConfig
 
@@ -184,13 +185,8 @@ def train_cmd(
         if search_jitter_start is not None:
             jit.update(search_center_jitter_start=search_jitter_start, jitter_ramp=jitter_ramp * (batch_size or 16))
         st["sampler"] = jit
-    if stage in ("dense-to-sparse", "deep-to-shallow") and st.get("teacher") is None:
-        _need(None, "--teacher CKPT (the MixViT teacher)" if stage == "dense-to-sparse" else
-              "--teacher CKPT (the stage-1 model)", stage)
-    if stage == "deep-to-shallow":
-        _need(st.get("student_arch"), "--student-arch (the shallower configuration)", stage)
-    if stage == "score":
-        _need(st.get("init"), "--init CKPT (the model whose score head is trained)", stage)
+    for key, option in actor_class(stage).needs.items():  # what the stage cannot go without
+        _need(st.get(key), option, stage)
     wk = workers if workers is not None else int(rec.get("defaults", {}).get("workers", 0))
     if data is not None or synth is not None:
         src = DataConfig(spec=data, synth=synth, synth_seed=seed or 0, synth_size=size, synth_frames=synth_frames,
