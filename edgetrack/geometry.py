@@ -47,9 +47,28 @@ def crop_window(box: Box, factor: float) -> tuple[int, int, int]:
     return x1, y1, side
 
 
+class PadScratch:
+    """A buffer kept between frames for the zero-padded window of crops that reach past the
+    image (it grows to the largest window seen), so that such a crop allocates nothing."""
+
+    def __init__(self) -> None:
+        self._buf = np.empty(0, np.uint8)
+
+    def padded(self, patch: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+        """``patch`` with zero borders: what ``cv2.copyMakeBorder(..., BORDER_CONSTANT)`` gives."""
+        h, w = patch.shape[0] + top + bottom, patch.shape[1] + left + right
+        if self._buf.size < h * w * 3:
+            self._buf = np.empty(h * w * 3, np.uint8)
+        out = self._buf[:h * w * 3].reshape(h, w, 3)
+        out.fill(0)
+        out[top:top + patch.shape[0], left:left + patch.shape[1]] = patch
+        return out
+
+
 def sample_target(image: np.ndarray, box: Box, factor: float, output_size: int,
-                  out: np.ndarray | None = None) -> tuple[np.ndarray, Crop]:
-    """The square crop of ``image`` (H, W, 3) around ``box``, resized to ``output_size``."""
+                  out: np.ndarray | None = None, scratch: PadScratch | None = None) -> tuple[np.ndarray, Crop]:
+    """The square crop of ``image`` (H, W, 3) around ``box``, resized to ``output_size``
+    (into ``out`` when given; ``scratch``: where a crop that reaches past the image is padded)."""
     x1, y1, side = crop_window(box, factor)
     H, W = image.shape[:2]
     x2, y2 = x1 + side, y1 + side
@@ -57,7 +76,10 @@ def sample_target(image: np.ndarray, box: Box, factor: float, output_size: int,
     x2_pad, y2_pad = max(x2 - W + 1, 0), max(y2 - H + 1, 0)
     patch = image[y1 + y1_pad:y2 - y2_pad, x1 + x1_pad:x2 - x2_pad]
     if x1_pad or y1_pad or x2_pad or y2_pad:
-        patch = cv2.copyMakeBorder(patch, y1_pad, y2_pad, x1_pad, x2_pad, cv2.BORDER_CONSTANT)
+        if scratch is not None and patch.size:
+            patch = scratch.padded(patch, y1_pad, y2_pad, x1_pad, x2_pad)
+        else:
+            patch = cv2.copyMakeBorder(patch, y1_pad, y2_pad, x1_pad, x2_pad, cv2.BORDER_CONSTANT)
     if out is not None:
         cv2.resize(patch, (output_size, output_size), dst=out)
         resized = out

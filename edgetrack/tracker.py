@@ -18,7 +18,8 @@ import numpy as np
 from edgetrack.bundle import Bundle
 from edgetrack.engine import Engine, OpenVINOEngine
 from edgetrack.errors import EdgetrackError
-from edgetrack.geometry import Box, Crop, Normalizer, check_frame, clip_box, map_box_back, sample_target, validate_box
+from edgetrack.geometry import (Box, Crop, Normalizer, PadScratch, check_frame, clip_box, map_box_back, sample_target,
+                                validate_box)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Tracker:
         c = self.config
         self._search_patch = np.empty((c.search_size, c.search_size, 3), np.uint8)
         self._template_patch = np.empty((c.template_size, c.template_size, 3), np.uint8)
+        self._scratch = PadScratch()  # crops that reach past the frame are padded here
         bound = getattr(model, "search_input", None)
         self._search_bound = bound is not None
         self._search = bound if bound is not None else np.empty((1, 3, c.search_size, c.search_size), np.float32)
@@ -70,7 +72,7 @@ class Tracker:
     def _template_crop(self, frame: np.ndarray, box: Box, out: np.ndarray | None = None) -> np.ndarray:
         """The normalised template crop at ``box``, written into ``out`` (or a new array)."""
         c = self.config
-        patch, _ = sample_target(frame, box, c.template_factor, c.template_size, out=self._template_patch)
+        patch, _ = sample_target(frame, box, c.template_factor, c.template_size, self._template_patch, self._scratch)
         return self.normalize(patch, out)
 
     def _spare_template(self) -> np.ndarray:
@@ -124,7 +126,8 @@ class Tracker:
         check_frame(frame)
         self._check_size(frame)
         c = self.config
-        patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size, out=self._search_patch)
+        patch, crop = sample_target(frame, self.state, c.search_factor, c.search_size, self._search_patch,
+                                    self._scratch)
         return self.normalize(patch, self._search if out is None else out), crop
 
     def finish(self, frame: np.ndarray, crop: Crop, box_norm: np.ndarray, logit: float) -> tuple[Box, float]:

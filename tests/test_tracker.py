@@ -210,6 +210,18 @@ def test_lut_normalizer_allocates_no_crop():
     np.testing.assert_array_equal(out, norm(patch))
 
 
+def test_crops_past_the_frame_padded_in_a_scratch_buffer_are_the_same():
+    from edgetrack.geometry import PadScratch, sample_target
+
+    img = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    scratch, out = PadScratch(), np.empty((32, 32, 3), np.uint8)
+    for box in [(-10.0, -5.0, 30.0, 20.0), (70.0, 50.0, 25.0, 30.0), (2.0, 3.0, 70.0, 50.0), (30.0, 20.0, 5.0, 5.0)]:
+        want, crop = sample_target(img, box, 4.5, 32)
+        got, crop2 = sample_target(img, box, 4.5, 32, out, scratch)
+        assert got is out and crop2 == crop
+        np.testing.assert_array_equal(got, want)
+
+
 def test_search_crop_is_written_into_the_bound_input(tiny_bundle, monkeypatch):
     """The tracker normalises the search crop into the engine's bound input tensor and the
     engine is given nothing to copy."""
