@@ -138,7 +138,7 @@ class TeacherActor(Actor):
 
     def step(self, batch, k=0, net=None):
         w = self.loss_weights
-        o = (net or self.model)(*_inputs(batch))
+        o = (self.model if net is None else net)(*_inputs(batch))
         bl = box_losses(o["pred_boxes"], batch["search_box"], w.iou_kind)
         loss = w.iou * bl["iou_loss"] + w.l1 * bl["l1"]
         return loss, {w.iou_kind: bl["iou_loss"], "l1": bl["l1"], "iou": bl["iou"]}
@@ -193,7 +193,7 @@ class DenseToSparseActor(Actor):
         x = _inputs(batch)
         with torch.no_grad():
             t_out = self.teacher(*x, softmax=True)
-        s_out = (net or self.model)(*x, softmax=False, run_score_head=False)
+        s_out = (self.model if net is None else net)(*x, softmax=False, run_score_head=False)
         bl = box_losses(s_out["pred_boxes"], batch["search_box"], w.iou_kind)
         kl = dense_to_sparse_kl(s_out, t_out)
         loss = w.iou * bl["iou_loss"] + w.l1 * bl["l1"] + w.kl * kl
@@ -247,7 +247,7 @@ class DeepToShallowActor(Actor):
         x = _inputs(batch)
         with torch.no_grad():
             t_out = self.teacher(*x, softmax=True, run_score_head=False)
-        s_out = (net or self.model)(*x, softmax=False, run_score_head=False)
+        s_out = (self.model if net is None else net)(*x, softmax=False, run_score_head=False)
         bl = box_losses(s_out["pred_boxes"], batch["search_box"], w.iou_kind)
         kl = sparse_kl(s_out, t_out)
         feat = feature_mimic(s_out["distill_feat_list"], t_out["distill_feat_list"], self.pairs)
@@ -292,7 +292,7 @@ class ScoreActor(Actor):
         return param_groups(self.model, sched, only=lambda n: "score" in n)
 
     def step(self, batch, k=0, net=None):
-        o = (net or self.model)(*_inputs(batch))
+        o = (self.model if net is None else net)(*_inputs(batch))
         bce = score_bce(o["pred_scores"], batch["label"])
         acc = ((o["pred_scores"].detach() > 0).float() == batch["label"]).float().mean()
         return self.loss_weights.score * bce, {"bce": bce, "acc": acc, "pos": batch["label"].mean()}
