@@ -425,11 +425,12 @@ def test_accuracy_control_keeps_the_drop_within_bounds(tiny_bundle, tmp_path):
 
 
 def test_peak_and_mac_count(tiny_bundle, tmp_path):
+    from edgetrack.config import model_config_dict
     from edgetrack.peak import kernel_precision, matmul_model, measure_peak, model_macs, peak_table
 
     assert model_macs(matmul_model(8, 16, 32, "f32")) == model_macs(matmul_model(8, 16, 32, "int8")) == 8 * 16 * 32
     search = ov.Core().read_model(tiny_bundle.model_xml("search"))
-    cfg = tiny_bundle.meta["config"]
+    cfg = model_config_dict(tiny_bundle.meta)  # the tracker fields stand at bundle.json's top level
     # at least the patch embedding of the search crop and the backbone's linear layers on its tokens
     n_s = (cfg["search_size"] // cfg["patch_size"]) ** 2
     assert model_macs(search) > n_s * cfg["embed_dim"] * (3 * cfg["patch_size"] ** 2 + 4 * cfg["embed_dim"])
