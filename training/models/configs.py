@@ -15,7 +15,7 @@ from edgetrack.config import IMAGENET_MEAN, IMAGENET_STD, TrackerConfig
 from edgetrack.errors import EdgetrackError
 
 __all__ = ["CONFIGS", "IMAGENET_MEAN", "IMAGENET_STD", "MixFormerV2Config", "MixViTConfig", "ViTConfig",
-           "config_from_dict", "get_config", "list_configs"]
+           "config_from_dict", "get_config"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,11 +122,6 @@ def get_config(name: str, **overrides) -> ViTConfig:
         raise EdgetrackError(f"unknown architecture {name!r}; known: {', '.join(sorted(CONFIGS))}")
     cfg = CONFIGS[key]
     return replace(cfg, **overrides) if overrides else cfg
-
-
-def list_configs() -> list[str]:
-    """The registered configuration names, sorted (what ``--arch`` takes)."""
-    return sorted(CONFIGS)
 
 
 _KINDS: dict[str, type[ViTConfig]] = {"mixformerv2": MixFormerV2Config, "mixvit": MixViTConfig}
