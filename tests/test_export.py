@@ -90,7 +90,7 @@ def test_bundle_of_the_older_format_still_loads(tiny_bundle, tmp_path):
     repeats the tracker fields, as export.py wrote it then) loads, and tracks the same boxes."""
     from dataclasses import asdict
 
-    from edgetrack.bench import bench_torch
+    from conversion.torch_engine import bench_torch
     from edgetrack.config import model_config_dict
     from edgetrack.tracker import Tracker
     from tests.test_tracker import moving_square_frames

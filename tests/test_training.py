@@ -281,7 +281,7 @@ def test_stage_losses_are_those_of_before_the_actors(chain):
 
 
 def test_actors_are_registered_by_stage_name():
-    from edgetrack.cli_train import STAGES
+    from edgetrack.cli.train import STAGES
     from training.actors import ACTORS, actor_class
     from training.distill import STAGE_DEFAULTS
 
