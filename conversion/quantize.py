@@ -561,7 +561,7 @@ def quantize_bundle(src_bundle_dir: str | Path, out_dir: str | Path, calibration
         controlled: dict[str, ov.Model] = {}
         record = None
         if opts.max_drop is not None:
-            graphs = {n: core.read_model(src.model_xml(n)) for n in ("template", "search")}
+            graphs = {n: src.read_model(n, core) for n in ("template", "search")}
             controlled, ac = accuracy_controlled(src, graphs, calib, opts, val, progress)
             per_model.update(ac["models"])
             record = ac["record"]
@@ -571,7 +571,7 @@ def quantize_bundle(src_bundle_dir: str | Path, out_dir: str | Path, calibration
             if name in controlled:
                 qmodel = controlled[name]
             else:
-                qmodel, per_model[name] = quantize_model(core.read_model(src.model_xml(name)), name, calib, opts)
+                qmodel, per_model[name] = quantize_model(src.read_model(name, core), name, calib, opts)
             if per_model[name]["fake_quantize"] + per_model[name]["fake_convert"] == 0 and name not in controlled:
                 raise QuantizeError(f"model bundle {src.path}: NNCF left the {name} model unquantized")
             ov.save_model(qmodel, tmp / f"{name}.xml", compress_to_fp16=False)

@@ -104,7 +104,7 @@ def stage_callback(progress: Progress | None, stage: str) -> Callable[[int, int]
 
 def _compile(bundle: Bundle, model_name: str, device: str, props: dict):
     try:
-        return core().compile_model(str(bundle.model_xml(model_name)), device, props)
+        return core().compile_model(bundle.read_model(model_name, core()), device, props)
     except RuntimeError as err:
         raise BundleError(f"model bundle {bundle.path}: OpenVINO cannot compile its {model_name} model for {device}: "
                           f"{openvino_message(err)}") from None
@@ -148,7 +148,7 @@ def bench_bundle(bundle: Bundle, device: str = "CPU", iterations: int = 100, war
             req.get_tensor("template_kv").data[...] = treq.get_tensor("template_kv").data
         lat = time_call(req.infer, iterations, warmup, stage_callback(progress, stage))
         runs_as = "int8" if bundle.precision == "int8" else runtime_precision(compiled)
-        macs = model_macs(core().read_model(str(bundle.model_xml(model_name))))
+        macs = model_macs(bundle.read_model(model_name, core()))
         out.append(bench_result(bundle.arch, bundle.precision, variant, lat, runs_as, macs, peak))
         log.info("%s %s %s: median %.2f ms", bundle.arch, bundle.precision, variant, lat["median"])
     return out

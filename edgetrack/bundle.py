@@ -1,7 +1,9 @@
 """The model bundle: the file format that crosses from conversion to the runtime.
 
-A folder with ``bundle.json`` and OpenVINO IR files (``template.xml/.bin``: template
-encoder, ``search.xml/.bin``: search step, optionally ``monolithic.xml/.bin``). Loading
+A folder with ``bundle.json`` and OpenVINO IR files (``template.xml``: template encoder,
+``search.xml``: search step, optionally ``monolithic.xml``) that read their constants from
+one ``weights.bin`` holding each once (format 2; format 1 bundles, with a ``.bin`` per model,
+still load). Loading
 checks the format version and the SHA-256 of the model files that tracking needs (template
 and search) and says what is wrong in one line; the monolithic model (for comparison only,
 shipped bundles may leave it out) is checked when it is used.
@@ -21,10 +23,12 @@ from pathlib import Path
 
 from edgetrack.config import TRACKER_FIELDS, TrackerConfig
 from edgetrack.errors import EdgetrackError
+from edgetrack.ir_weights import SHARED_WEIGHTS, share_weights
 from edgetrack.io import default_mode, sha256_file, write_json_atomic
 
 FORMAT = "edgetrack-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the models read one shared weights file (manifest key "weights")
+READABLE_VERSIONS = (1, 2)  # 1: a .bin per model
 MANIFEST = "bundle.json"
 MODEL_NAMES = ("template", "search", "monolithic")
 REQUIRED_MODELS = ("template", "search")  # what tracking runs; the monolithic model is optional
@@ -65,7 +69,7 @@ class Bundle:
             raise BundleError(f"model bundle {path}: {MANIFEST} is not valid JSON ({err})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise BundleError(f"model bundle {path}: {MANIFEST} is not an {FORMAT} manifest")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READABLE_VERSIONS:
             raise BundleError(
                 f"model bundle {path}: format version {meta.get('format_version')!r}, "
                 f"this edgetrack reads version {FORMAT_VERSION}; re-run `edgetrack convert`")
@@ -84,9 +88,20 @@ class Bundle:
         return bundle
 
     def _files_of(self, models) -> list[str]:
+        """The manifest's files of ``models`` (None: all): each one's ``.xml`` and the weights file it reads."""
         if models is None:
             return list(self.meta["files"])
-        return [f for f in self.meta["files"] if f.rsplit(".", 1)[0] in set(models)]
+        names = set(models)
+        wanted = {f"{m}.xml" for m in names} | {self.model_weights(m).name for m in names}
+        return [f for f in self.meta["files"] if f in wanted]
+
+    def model_weights(self, model: str) -> Path:
+        """The weights file that the model's IR reads: the bundle's shared one (format 2) or its own ``.bin``."""
+        return self.path / self.meta.get("weights", {}).get(model, f"{model}.bin")
+
+    def read_model(self, model: str, core):
+        """The model as an ``ov.Model`` of ``core``, its files checked against the manifest (once)."""
+        return core.read_model(str(self.model_xml(model)), str(self.model_weights(model)))
 
     def verify(self, models=None) -> None:
         """Check that the files of ``models`` (None: every file in the manifest) are there and
@@ -170,13 +185,18 @@ def finalize_bundle(tmp_dir: Path, out_dir: Path, meta: dict, overwrite: bool = 
     The folder appears complete or not at all: an interrupted conversion leaves no half bundle.
     """
     tmp_dir, out_dir = Path(tmp_dir), Path(out_dir)
-    files = {}
-    for name in MODEL_NAMES:
-        for ext in ("xml", "bin"):
-            f = tmp_dir / f"{name}.{ext}"
-            if f.is_file():
-                files[f.name] = sha256_file(f)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "files": files}
+    models = [name for name in MODEL_NAMES if (tmp_dir / f"{name}.xml").is_file()]
+    own = [name for name in models if (tmp_dir / f"{name}.bin").is_file()]
+    if own == models:  # as OpenVINO wrote them: each constant once, the models share the backbone
+        weights = share_weights(tmp_dir, models)
+    elif not own and (tmp_dir / SHARED_WEIGHTS).is_file():  # a bundle's models, already sharing
+        weights = {name: SHARED_WEIGHTS for name in models}
+    else:
+        raise BundleError(f"{tmp_dir}: {', '.join(sorted(set(models) - set(own)))} has no weights file")
+    files = {f"{name}.xml": sha256_file(tmp_dir / f"{name}.xml") for name in models}
+    files[SHARED_WEIGHTS] = sha256_file(tmp_dir / SHARED_WEIGHTS)
+    meta = {k: v for k, v in meta.items() if k != "weights"}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "files": files, "weights": weights}
     write_json_atomic(tmp_dir / MANIFEST, meta)
     os.chmod(tmp_dir, default_mode(folder=True))  # mkdtemp made it 0700
     for f in tmp_dir.iterdir():

@@ -182,7 +182,7 @@ class OpenVINOEngine:
                                      f"give another folder, or {MODEL_CACHE_ENV}=off") from None
             props["CACHE_DIR"] = str(self.cache_dir)
         try:
-            model = core().compile_model(str(self.bundle.model_xml(part)), self.device, props)
+            model = core().compile_model(self.bundle.read_model(part, core()), self.device, props)
         except RuntimeError as err:
             raise BundleError(f"model bundle {self.bundle.path}: OpenVINO cannot compile it for {self.device}: "
                               f"{openvino_message(err)}") from None

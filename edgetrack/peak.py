@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -174,13 +175,14 @@ class NodeProfile:
         return asdict(self)
 
 
-def node_profile(xml, device: str = "CPU", props: dict | None = None, iterations: int = 20,
+def node_profile(model, device: str = "CPU", props: dict | None = None, iterations: int = 20,
                  model_name: str = "search", inputs: dict | None = None) -> NodeProfile:
     """Per-node times (``PERF_COUNT``) of one graph, summed per precision and per layer type.
 
+    ``model``: an ``ov.Model`` or the path of an IR ``.xml`` (its ``.bin`` beside it).
     ``inputs``: name -> array; random normal values (fixed seed) where not given."""
     cfg = {"PERFORMANCE_HINT": "LATENCY", **(props or {}), "PERF_COUNT": True}
-    compiled = core().compile_model(str(xml), device, cfg)
+    compiled = core().compile_model(model if not isinstance(model, (str, Path)) else str(model), device, cfg)
     req = compiled.create_infer_request()
     rng = np.random.default_rng(0)
     for port in compiled.inputs:

@@ -375,9 +375,9 @@ def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, dev
         bench = bench_bundle(bundle, device, iterations, warmup, peak=peaks)
         prof = None
         if profile:
-            from edgetrack.engine import compile_config
+            from edgetrack.engine import compile_config, core
 
-            prof = node_profile(bundle.model_xml("search"), device, compile_config(bundle.precision, device, None),
+            prof = node_profile(bundle.read_model("search", core()), device, compile_config(bundle.precision, device, None),
                                 iterations=min(iterations, 20)).to_dict()
         if progress is not None:
             progress(f"bench {label}", 1, 1)

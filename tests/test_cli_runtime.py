@@ -100,9 +100,9 @@ def test_run_unreadable_video_and_corrupt_bundle(tiny_bundle, frames_dir, tmp_pa
 
     b = tmp_path / "bundle"
     shutil.copytree(tiny_bundle.path, b)
-    (b / "search.bin").write_bytes(b"garbage")
+    (b / "weights.bin").write_bytes(b"garbage")
     p = edgetrack("run", "-m", b, "--frames", frames_dir[0], "--init-box", "20,30,24,24", "--no-display", check=False)
-    assert p.returncode == 2 and "search.bin is corrupt" in p.stderr
+    assert p.returncode == 2 and "weights.bin is corrupt" in p.stderr
 
 
 def test_results_survive_a_failing_source(tiny_bundle, frames_dir, tmp_path):

@@ -19,9 +19,9 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 def _run(bundle, ref, i):
     core = ov.Core()
-    t = core.compile_model(bundle.model_xml("template"), "CPU", F32)
-    s = core.compile_model(bundle.model_xml("search"), "CPU", F32)
-    m = core.compile_model(bundle.model_xml("monolithic"), "CPU", F32)
+    t = core.compile_model(bundle.read_model("template", core), "CPU", F32)
+    s = core.compile_model(bundle.read_model("search", core), "CPU", F32)
+    m = core.compile_model(bundle.read_model("monolithic", core), "CPU", F32)
     z, oz, x = (ref[k][i:i + 1] for k in ("template", "online_template", "search"))
     kv = t({"template": z, "online_template": oz})["template_kv"]
     return s({"search": x, "template_kv": kv}), m({"template": z, "online_template": oz, "search": x})
@@ -64,8 +64,10 @@ def test_fp16_bundle_close_and_smaller(make_bundle):
 
 def test_bundle_manifest(tiny_bundle):
     meta = tiny_bundle.meta
-    assert meta["format_version"] == 1
-    assert set(meta["files"]) == {f"{m}.{e}" for m in ("template", "search", "monolithic") for e in ("xml", "bin")}
+    assert meta["format_version"] == 2
+    models = ("template", "search", "monolithic")
+    assert set(meta["files"]) == {f"{m}.xml" for m in models} | {"weights.bin"}
+    assert meta["weights"] == {m: "weights.bin" for m in models}  # one file: the backbone once, not three times
     assert meta["mean"] == [0.485, 0.456, 0.406] and meta["search_factor"] == 4.5
     assert meta["provenance"]["created"]
 
@@ -86,9 +88,13 @@ def test_tracker_fields_are_written_once(tiny_bundle):
 
 
 def test_bundle_of_the_older_format_still_loads(tiny_bundle, tmp_path):
-    """A bundle.json written before the tracker configuration was defined once (its ``config``
-    repeats the tracker fields, as export.py wrote it then) loads, and tracks the same boxes."""
+    """A bundle of format 1, as export.py wrote it before: a ``.bin`` per model, and a
+    ``config`` that repeats the tracker fields. It loads, and tracks the same boxes."""
     from dataclasses import asdict
+
+    import openvino as ov
+
+    from edgetrack.io import sha256_file
 
     from conversion.torch_engine import bench_torch
     from edgetrack.config import model_config_dict
@@ -97,9 +103,16 @@ def test_bundle_of_the_older_format_still_loads(tiny_bundle, tmp_path):
     from training.models import get_config
 
     old = tmp_path / "old"
-    shutil.copytree(tiny_bundle.path, old)
-    meta = json.loads((old / "bundle.json").read_text())
+    old.mkdir()
+    meta = json.loads((tiny_bundle.path / "bundle.json").read_text())
     meta["config"] = json.loads(json.dumps(asdict(get_config("mixformerv2-tiny"))))  # the old export: asdict(cfg)
+    core = ov.Core()
+    for m in ("template", "search"):  # each model with its own weights file
+        ov.save_model(tiny_bundle.read_model(m, core), old / f"{m}.xml", compress_to_fp16=False)
+    meta.pop("weights")
+    meta["format_version"] = 1
+    meta["files"] = {f.name: sha256_file(f) for f in sorted(old.iterdir())}
+    assert set(meta["files"]) == {"template.xml", "template.bin", "search.xml", "search.bin"}
     assert {"search_size", "mean", "bins", "update_interval"} <= set(meta["config"])
     (old / "bundle.json").write_text(json.dumps(meta, indent=2))
     b = Bundle.load(old)
@@ -122,10 +135,10 @@ def test_corrupt_or_mismatched_bundle_is_refused(tiny_bundle, tmp_path):
         return d
 
     d = copy()
-    with open(d / "search.bin", "r+b") as f:
+    with open(d / "weights.bin", "r+b") as f:
         f.seek(100)
         f.write(b"\x00\x01\x02\x03")
-    with pytest.raises(BundleError, match="search.bin is corrupt"):
+    with pytest.raises(BundleError, match="weights.bin is corrupt"):
         Bundle.load(d)
 
     d = copy()

@@ -347,7 +347,7 @@ def test_missing_monolithic_model_does_not_block_run(tiny_bundle, frames_dir, tm
 
     b = tmp_path / "bundle"
     shutil.copytree(tiny_bundle.path, b)
-    (b / "monolithic.bin").unlink()
+    (b / "monolithic.xml").unlink()
     boxes = tmp_path / "b.txt"
     p = edgetrack("run", "-m", b, "--frames", frames_dir, "--init-box", INIT, "--no-display", "--output-boxes", boxes)
     assert p.returncode == 0, p.stderr

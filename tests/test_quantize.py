@@ -81,8 +81,8 @@ def test_graphs_are_quantized_backbone_only(tiny_bundle, int8_bundle, name):
     from conversion.quantize import head_ops, quantization_stats
 
     core = ov.Core()
-    src = core.read_model(tiny_bundle.model_xml(name))
-    q = core.read_model(int8_bundle.model_xml(name))
+    src = tiny_bundle.read_model(name, core)
+    q = int8_bundle.read_model(name, core)
     stats = quantization_stats(q)
     assert quantization_stats(src) == {"fake_quantize": 0, "fake_convert": 0, "int8_constants": 0}
     # every backbone weight layer: 8-bit weight, FakeQuantize on its activation input
@@ -100,7 +100,7 @@ def test_graphs_are_quantized_backbone_only(tiny_bundle, int8_bundle, name):
         if op.get_friendly_name() in head:
             for i in range(op.get_input_size()):
                 assert op.input_value(i).get_node().get_type_name() != "FakeQuantize", op.get_friendly_name()
-    size = lambda b: (b.path / f"{name}.bin").stat().st_size  # noqa: E731
+    size = lambda b: b.model_weights(name).stat().st_size  # noqa: E731
     assert size(int8_bundle) < 0.6 * size(tiny_bundle)
 
 
@@ -163,8 +163,8 @@ def test_int8_outputs_stay_close_to_fp32(tiny_bundle, int8_bundle):
 
     def outputs(b: Bundle):
         props = {"INFERENCE_PRECISION_HINT": "f32"}
-        t = core.compile_model(str(b.model_xml("template")), "CPU", props).create_infer_request()
-        s = core.compile_model(str(b.model_xml("search")), "CPU", props).create_infer_request()
+        t = core.compile_model(b.read_model("template", core), "CPU", props).create_infer_request()
+        s = core.compile_model(b.read_model("search", core), "CPU", props).create_infer_request()
         kvs = []
         for z, oz in held_out.encoded_pairs:
             t.infer({"template": z, "online_template": oz})
@@ -243,7 +243,7 @@ def test_quantize_cli(tiny_bundle, int8_bundle, tmp_path):
     assert meta["precision"] == "int8" and prov["calibration"]["seed"] == 5
     assert prov["calibration"]["search_samples"] == 6 and prov["quantization"]["keep_head_float"] is False
     assert prov["quantization"]["models"]["search"]["ops_kept_float"] == 0
-    assert set(meta["files"]) == {f"{m}.{e}" for m in ("template", "search") for e in ("xml", "bin")}  # no monolithic
+    assert set(meta["files"]) == {"template.xml", "search.xml", "weights.bin"}  # no monolithic
     assert not (out / "monolithic.xml").exists()
     for args, msg in [
         ((tmp_path, "-o", tmp_path / "y"), "no bundle.json in it"),
@@ -381,9 +381,8 @@ def test_monolithic_graph_is_optional(tiny_bundle, tmp_path, caplog):
     plain = tmp_path / "plain"  # what convert writes by default: no monolithic graph
     shutil.copytree(tiny_bundle.path, plain)
     meta = json.loads((plain / "bundle.json").read_text())
-    for ext in ("xml", "bin"):
-        (plain / f"monolithic.{ext}").unlink()
-        del meta["files"][f"monolithic.{ext}"]
+    (plain / "monolithic.xml").unlink()
+    del meta["files"]["monolithic.xml"], meta["weights"]["monolithic"]
     write_json_atomic(plain / "bundle.json", meta)
     b = Bundle.load(plain)
     with pytest.raises(QuantizeError, match="has no monolithic model; convert it with `edgetrack convert --monolithic`"):
@@ -409,15 +408,15 @@ def test_accuracy_control_keeps_the_drop_within_bounds(tiny_bundle, tmp_path):
     assert ac["drop_final"] <= 0.0 + 1e-9 and ac["reached_required_drop"]
     assert isinstance(ac["search_reverted_layers"], list)
     core = ov.Core()
-    src_ops = {op.get_friendly_name() for op in core.read_model(tiny_bundle.model_xml("search")).get_ordered_ops()}
+    src_ops = {op.get_friendly_name() for op in tiny_bundle.read_model("search", core).get_ordered_ops()}
     assert set(ac["search_reverted_layers"]) <= src_ops  # named after the source graph's ops
     if ac["restorer_ran"]:
         assert ac["search_reverted_layers"] and ac["search_quantized_operations"] >= len(ac["search_reverted_layers"])
     # the files on disk give the recorded AUC
     val = load_validation(val_cfg)
-    fp32, _ = track_auc(TrackerConfig.from_meta(tiny_bundle.meta), *(core.compile_model(tiny_bundle.model_xml(m), "CPU", F32)
+    fp32, _ = track_auc(TrackerConfig.from_meta(tiny_bundle.meta), *(core.compile_model(tiny_bundle.read_model(m, core), "CPU", F32)
                                                                       for m in ("template", "search")), val)
-    final, per_seq = track_auc(TrackerConfig.from_meta(out.meta), *(core.compile_model(out.model_xml(m), "CPU", F32)
+    final, per_seq = track_auc(TrackerConfig.from_meta(out.meta), *(core.compile_model(out.read_model(m, core), "CPU", F32)
                                                                     for m in ("template", "search")), val)
     assert fp32 == pytest.approx(ac["auc_fp32"], abs=1e-6) and final == pytest.approx(ac["auc_final"], abs=1e-6)
     assert final >= fp32 - 1e-9 and len(per_seq) == 2
@@ -429,7 +428,7 @@ def test_peak_and_mac_count(tiny_bundle, tmp_path):
     from edgetrack.peak import kernel_precision, matmul_model, measure_peak, model_macs, peak_table
 
     assert model_macs(matmul_model(8, 16, 32, "f32")) == model_macs(matmul_model(8, 16, 32, "int8")) == 8 * 16 * 32
-    search = ov.Core().read_model(tiny_bundle.model_xml("search"))
+    search = tiny_bundle.read_model("search", ov.Core())
     cfg = model_config_dict(tiny_bundle.meta)  # the tracker fields stand at bundle.json's top level
     # at least the patch embedding of the search crop and the backbone's linear layers on its tokens
     n_s = (cfg["search_size"] // cfg["patch_size"]) ** 2
