@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -179,10 +178,10 @@ def node_profile(model, device: str = "CPU", props: dict | None = None, iteratio
                  model_name: str = "search", inputs: dict | None = None) -> NodeProfile:
     """Per-node times (``PERF_COUNT``) of one graph, summed per precision and per layer type.
 
-    ``model``: an ``ov.Model`` or the path of an IR ``.xml`` (its ``.bin`` beside it).
+    ``model``: an ``ov.Model`` (a bundle's: ``Bundle.read_model``, which finds its weights file).
     ``inputs``: name -> array; random normal values (fixed seed) where not given."""
     cfg = {"PERFORMANCE_HINT": "LATENCY", **(props or {}), "PERF_COUNT": True}
-    compiled = core().compile_model(model if not isinstance(model, (str, Path)) else str(model), device, cfg)
+    compiled = core().compile_model(model, device, cfg)
     req = compiled.create_infer_request()
     rng = np.random.default_rng(0)
     for port in compiled.inputs:
