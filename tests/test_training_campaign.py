@@ -243,6 +243,55 @@ def test_worker_batches_equal_in_process_batches_and_old_normalisation(seqs):
     assert np.array_equal(ds[5]["search"].numpy(), want)
 
 
+def test_device_crops_are_the_opencv_crops(seqs):
+    """Crops gathered from frames held as one tensor (the GPU path: workers send only plans)
+    equal the OpenCV crops to within one level of 255, flips, gray and windows past the frame
+    edge included; targets, brightness and labels are the same numbers; a stream with device
+    crops gives the in-process batches to within that rounding."""
+    from training.data import BatchStream, DeviceFrames
+
+    cfg = get_config("mixformerv2-tiny")
+    sp = SamplerConfig(gray_prob=0.3, search_center_jitter=4.5, search_scale_jitter=0.8, pos_prob=0.8)
+    ds = TripletDataset(seqs, cfg, sp, seed=3, length=400)
+    frames = DeviceFrames(ds.all_sequences, "cpu")
+    idx = range(96)
+    raw, dev = ds.raw_batch(idx), frames.batch(ds.plan_batch(idx), ds.t_size, ds.s_size)
+    plan = ds.plan_batch(idx)
+    assert plan["flip"].any() and plan["gray"].any() and plan["crop_flip"].any() and (plan["label"] == 0).any()
+    w = plan["window"].numpy()
+    past = (w[:, :, 0] < 0) | (w[:, :, 1] < 0) | (w[:, :, 0] + w[:, :, 2] >= SIZE[0]) | (w[:, :, 1] + w[:, :, 2] >= SIZE[1])
+    assert past.any()  # windows reaching past the frame are in the test
+    for name in ("template", "online_template", "search"):
+        assert dev[name].dtype == torch.uint8 and dev[name].shape == raw[name].shape
+        diff = (dev[name].int() - raw[name].int()).abs()
+        assert int(diff.max()) <= 1, name
+        assert float(diff.float().mean()) < 0.25, name
+    for name in ("brightness", "search_box", "label"):
+        assert torch.equal(dev[name], raw[name]), name
+    local, on_device = BatchStream(ds, 4, workers=0), BatchStream(ds, 4, workers=1, prefetch=2, frames=frames)
+    try:
+        for k in (0, 3):
+            a, b = local(k), on_device(k)
+            assert set(a) == set(b)
+            for name in a:
+                assert torch.allclose(a[name], b[name], atol=1.2 * 1.01 / 255 / 0.224), (k, name)  # one level, times brightness
+    finally:
+        on_device.close()
+    with pytest.raises(Exception, match="one size"):
+        DeviceFrames(ds.all_sequences + synth_sequences(1, seed=0, size=(96, 64), n_frames=8), "cpu")
+
+
+def test_device_crops_follow_the_schedule(seqs):
+    from training.distill import device_frames
+    from training.train import Schedule
+
+    ds = TripletDataset(seqs, get_config("mixformerv2-tiny"), SamplerConfig(), seed=0, length=8)
+    assert device_frames(ds, Schedule(steps=1)) is None  # CPU default: OpenCV crops in the workers
+    a = device_frames(ds, Schedule(steps=1, device_crops=True))
+    assert a is not None and a.frames.shape[0] == sum(len(s) for s in seqs)
+    assert device_frames(ds, Schedule(steps=1, device_crops=True)) is a  # one upload per campaign
+
+
 def test_parallel_generation_gives_the_same_sequences():
     from training.data import _SYNTH_CACHE
 

@@ -328,6 +328,17 @@ class TripletDataset(Dataset):
     # -- one sample -----------------------------------------------------------------------------
     def draw(self, index: int) -> tuple[Draw, list[np.ndarray]]:
         """The random decisions of sample ``index`` and its three (augmented) full frames."""
+        d, frames = self.plan(index)
+        if d.gray:
+            frames = [np.repeat(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2) for f in frames]
+        if d.flip:
+            frames = [cv2.flip(f, 1) for f in frames]
+        return d, frames
+
+    def plan(self, index: int) -> tuple[Draw, list[np.ndarray]]:
+        """The random decisions of sample ``index`` (boxes already flipped when ``flip``) and its
+        three frames as stored, neither grayed nor flipped: what :meth:`draw` then applies to the
+        pixels, and what :class:`DeviceFrames` applies on the device."""
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(index)]))
         sp = self.sampler
         for _ in range(sp.max_tries):
@@ -368,11 +379,8 @@ class TripletDataset(Dataset):
             if sp.augment:
                 d.gray = bool(rng.random() < sp.gray_prob)
                 d.flip = bool(rng.random() < sp.flip_prob)
-            if d.gray:
-                frames = [np.repeat(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2) for f in frames]
             if d.flip:
                 boxes = [_flip_box(b, f.shape[1]) for b, f in zip(boxes, frames)]
-                frames = [cv2.flip(f, 1) for f in frames]
             d.boxes = boxes
             jit = [(sp.template_center_jitter, sp.template_scale_jitter)] * 2 + [(sp.center_jitter(index), sp.search_scale_jitter)]
             d.jittered = [_jitter(rng, b, c, s) for b, (c, s) in zip(boxes, jit)]
@@ -404,18 +412,40 @@ class TripletDataset(Dataset):
                 patch = cv2.flip(patch, 1)
             out.append(torch.from_numpy(np.ascontiguousarray(patch.transpose(2, 0, 1))))
         crop = d.crops[2]
-        x, y, w, h = d.boxes[2]
-        box = np.array([(x - crop.x1) / crop.side, (y - crop.y1) / crop.side, w / crop.side, h / crop.side])
-        if d.crop_flip[1]:
-            box[0] = 1.0 - box[0] - box[2]
         return {
             "template": out[0],
             "online_template": out[1],
             "search": out[2],
             "brightness": torch.tensor(d.brightness, dtype=torch.float32),
-            "search_box": torch.from_numpy(box.astype(np.float32)),
+            "search_box": torch.from_numpy(_search_target(d, crop.x1, crop.y1, crop.side)),
             "label": torch.tensor(d.label, dtype=torch.float32),
         }
+
+    def plan_batch(self, indices) -> dict[str, torch.Tensor]:
+        """Samples ``indices`` as plans, without a pixel: which stored frame each crop comes
+        from (``frame_seq``, ``frame_id``: (B, 3), templates then search), its crop window
+        (``window``: (B, 3, 3) x1, y1, side, in the frame as flipped), the ``flip``, ``gray``
+        (B,) and ``crop_flip`` (B, 2) decisions, and ``brightness``, ``search_box`` and
+        ``label`` as :meth:`raw_batch` gives them. :class:`DeviceFrames` makes the crops."""
+        n = len(indices)
+        seq, fid = np.empty((n, 3), np.int64), np.empty((n, 3), np.int64)
+        win = np.empty((n, 3, 3), np.int64)
+        flags = np.zeros((n, 4), np.bool_)  # flip, gray, crop flip of the templates, of the search
+        bright, box, label = np.empty((n, 2), np.float32), np.empty((n, 4), np.float32), np.empty(n, np.float32)
+        factors = (self.t_factor, self.t_factor, self.s_factor)
+        for j, i in enumerate(indices):
+            d, _ = self.plan(int(i))
+            seq[j] = (d.seq, d.seq, d.search_seq)
+            fid[j] = (*d.template_ids, d.search_id)
+            for k, (b, f) in enumerate(zip(d.jittered, factors)):
+                win[j, k] = crop_window(b, f)
+            flags[j] = (d.flip, d.gray, *d.crop_flip)
+            bright[j], label[j] = d.brightness, d.label
+            box[j] = _search_target(d, *win[j, 2])
+        t = torch.from_numpy
+        return {"frame_seq": t(seq), "frame_id": t(fid), "window": t(win), "flip": t(flags[:, 0].copy()),
+                "gray": t(flags[:, 1].copy()), "crop_flip": t(flags[:, 2:].copy()), "brightness": t(bright),
+                "search_box": t(box), "label": t(label)}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         b = normalize_batch(collate([self.sample(index)]), self.mean, self.std)
@@ -428,6 +458,15 @@ class TripletDataset(Dataset):
     def batch(self, indices) -> dict[str, torch.Tensor]:
         """Samples ``indices`` stacked into a normalised batch."""
         return normalize_batch(self.raw_batch(indices), self.mean, self.std)
+
+
+def _search_target(d: Draw, x1: int, y1: int, side: int) -> np.ndarray:
+    """The search box ``x, y, w, h`` normalised by the search crop's side (crop flip applied)."""
+    x, y, w, h = d.boxes[2]
+    box = np.array([(x - x1) / side, (y - y1) / side, w / side, h / side])
+    if d.crop_flip[1]:
+        box[0] = 1.0 - box[0] - box[2]
+    return box.astype(np.float32)
 
 
 def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -454,6 +493,97 @@ def normalize_batch(batch: dict[str, torch.Tensor], mean, std) -> dict[str, torc
     return out
 
 
+class DeviceFrames:
+    """Every frame of in-memory sequences of one size, as one uint8 tensor on ``device``, and the
+    crops of :meth:`TripletDataset.plan_batch` plans made there.
+
+    On a GPU the data loader, not the GPU, was the bottleneck (about 4,000 samples/s from 14
+    processes for a step that wants more): with these, the worker processes only draw the
+    plans (no pixel touched) and the crops are gathered on the device. A crop is what
+    :func:`edgetrack.geometry.sample_target` makes, as ``cv2.resize`` (INTER_LINEAR) computes
+    it: source ``(u + 0.5) * side / size - 0.5`` clamped to the window, the window's pixels past
+    the frame zero (and the reference's quirk kept: a window that reaches past the right or
+    bottom edge loses the frame's last column or row to the padding too); then the gray and flip
+    of :meth:`TripletDataset.draw`. It differs from the OpenCV crop only by rounding (OpenCV's
+    11-bit fixed-point weights, gray before or after the resize): at most a few levels of 255.
+    """
+
+    def __init__(self, sequences: list[Sequence], device: torch.device | str = "cpu"):
+        if not self.supports(sequences):
+            raise EdgetrackError("device crops need every training sequence in memory, all frames of one size")
+        self.device = torch.device(device)
+        lengths = [len(s) for s in sequences]
+        self.offsets = torch.tensor(np.concatenate([[0], np.cumsum(lengths)[:-1]]), dtype=torch.int64, device=self.device)
+        H, W = sequences[0].frames[0].shape[:2]
+        self.H, self.W = int(H), int(W)
+        self.frames = torch.empty((sum(lengths), H, W, 3), dtype=torch.uint8, device=self.device)
+        for o, s in zip(self.offsets.tolist(), sequences):
+            self.frames[o:o + len(s)] = torch.from_numpy(np.stack(s.frames))
+        log.info("device crops: %d frames (%.2f GB) on %s", len(self.frames), self.frames.numel() / 1e9, self.device)
+
+    @staticmethod
+    def supports(sequences: list[Sequence]) -> bool:
+        """True when every sequence is in memory and every frame has one (H, W, 3) shape."""
+        shapes = {f.shape for s in sequences for f in (s.frames if s.in_memory else [None])} if sequences else set()
+        return len(shapes) == 1 and None not in shapes and len(next(iter(shapes))) == 3
+
+    def _axis(self, start: torch.Tensor, side: torch.Tensor, flip: torch.Tensor, limit: int, size: int,
+              flip_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Along one axis, for each sample (B) and output position (size): the two source
+        indices in the stored frame, the weight of the second, and whether each is image
+        (not padding)."""
+        u = torch.arange(size, device=self.device, dtype=torch.float64) + 0.5
+        side_f = side.to(torch.float64)[:, None]
+        src = u[None] * (side_f / size) - 0.5
+        s0 = torch.floor(src)
+        f = src - s0
+        low, high = s0 < 0, s0 >= side_f - 1
+        s0 = torch.where(low, torch.zeros_like(s0), torch.where(high, side_f - 1, s0))
+        f = torch.where(low | high, torch.zeros_like(f), f)
+        s1 = torch.minimum(s0 + 1, side_f - 1)
+        st = start[:, None]
+        hi = torch.where(st + side[:, None] >= limit, limit - 1, limit)  # the reference's padding quirk
+        idx = []
+        for s in (s0, s1):
+            c = st + s.to(torch.int64)
+            valid = (c >= 0) & (c < hi)
+            c = torch.where(flip[:, None], limit - 1 - c, c).clamp_(0, limit - 1)
+            idx.append((c, valid))
+        (c0, v0), (c1, v1) = idx
+        f = f.to(torch.float32)
+        fo = flip_out[:, None]
+        c0, c1, v0, v1, f = (torch.where(fo, t.flip(1), t) for t in (c0, c1, v0, v1, f))
+        return c0, c1, f, v0, v1
+
+    def crop(self, frame: torch.Tensor, window: torch.Tensor, flip: torch.Tensor, gray: torch.Tensor,
+             crop_flip: torch.Tensor, size: int) -> torch.Tensor:
+        """(B, 3, size, size) uint8 crops of stored frames ``frame`` (B,) at ``window`` (B, 3)."""
+        x1, y1, side = window.unbind(1)
+        no = torch.zeros_like(flip)
+        r0, r1, fy, vr0, vr1 = self._axis(y1, side, no, self.H, size, no)
+        c0, c1, fx, vc0, vc1 = self._axis(x1, side, flip, self.W, size, crop_flip)
+        flat = self.frames.view(-1, 3)
+        base = frame[:, None, None] * (self.H * self.W)
+        out = torch.zeros((len(frame), size, size, 3), dtype=torch.float32, device=self.device)
+        for r, vr, wy in ((r0, vr0, 1 - fy), (r1, vr1, fy)):
+            for c, vc, wx in ((c0, vc0, 1 - fx), (c1, vc1, fx)):
+                w = (wy[:, :, None] * wx[:, None, :]) * (vr[:, :, None] & vc[:, None, :])
+                out += flat[base + r[:, :, None] * self.W + c[:, None, :]].to(torch.float32) * w[..., None]
+        g = out @ torch.tensor([0.299, 0.587, 0.114], device=self.device)
+        out = torch.where(gray[:, None, None, None], g[..., None].expand_as(out), out)
+        return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+
+    def batch(self, plan: dict[str, torch.Tensor], template_size: int, search_size: int) -> dict[str, torch.Tensor]:
+        """A :meth:`TripletDataset.plan_batch` plan (on this device) -> what ``raw_batch`` gives."""
+        frame = self.offsets[plan["frame_seq"]] + plan["frame_id"]
+        out = {k: plan[k] for k in ("brightness", "search_box", "label")}
+        for k, name in enumerate(CROPS):
+            size = search_size if k == 2 else template_size
+            out[name] = self.crop(frame[:, k], plan["window"][:, k], plan["flip"], plan["gray"],
+                                  plan["crop_flip"][:, 0 if k < 2 else 1], size)
+        return out
+
+
 @contextlib.contextmanager
 def _fork_safe():
     """OpenCV's thread pool does not survive ``fork``: a child that calls cv2 after the parent
@@ -473,15 +603,16 @@ def _worker_init(_: int) -> None:
 
 
 class _RawBatches(Dataset):
-    def __init__(self, ds: TripletDataset, batch_size: int, part: tuple[int, int] | None = None):
-        self.ds, self.batch_size = ds, batch_size
+    def __init__(self, ds: TripletDataset, batch_size: int, part: tuple[int, int] | None = None, plans: bool = False):
+        self.ds, self.batch_size, self.plans = ds, batch_size, plans
         self.lo, self.hi = part or (0, batch_size)
 
     def __len__(self) -> int:
         return len(self.ds) // self.batch_size
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        return self.ds.raw_batch(range(k * self.batch_size + self.lo, k * self.batch_size + self.hi))
+        ids = range(k * self.batch_size + self.lo, k * self.batch_size + self.hi)
+        return self.ds.plan_batch(ids) if self.plans else self.ds.raw_batch(ids)
 
 
 class BatchStream:
@@ -490,12 +621,14 @@ class BatchStream:
     processes (a ``DataLoader`` over batch numbers; uint8 crops travel, pinned when the device
     is a GPU) and asked for one after the other; with 0, here and now. Same batches either way.
     ``part = (lo, hi)`` makes only samples ``k*B+lo .. k*B+hi-1`` of each batch (one process's
-    share under DDP; set before the first batch)."""
+    share under DDP; set before the first batch). With ``frames`` (:class:`DeviceFrames` of the
+    data set's sequences) the workers send plans and the crops are made on the device."""
 
     def __init__(self, ds: TripletDataset, batch_size: int, workers: int = 0,
-                 device: torch.device | str = "cpu", prefetch: int = 4):
+                 device: torch.device | str = "cpu", prefetch: int = 4, frames: DeviceFrames | None = None):
         self.ds, self.batch_size, self.workers = ds, int(batch_size), int(workers)
         self.device = torch.device(device)
+        self.frames = frames
         self.prefetch = prefetch
         self.part: tuple[int, int] | None = None
         self._it = None
@@ -505,7 +638,7 @@ class BatchStream:
         from torch.utils.data import DataLoader
 
         self.close()
-        batches = _RawBatches(self.ds, self.batch_size, self.part)
+        batches = _RawBatches(self.ds, self.batch_size, self.part, plans=self.frames is not None)
         loader = DataLoader(batches, batch_size=None, sampler=range(k, len(batches)), num_workers=self.workers,
                             pin_memory=self.device.type == "cuda", prefetch_factor=self.prefetch,
                             worker_init_fn=_worker_init, multiprocessing_context="fork")
@@ -515,13 +648,15 @@ class BatchStream:
 
     def __call__(self, k: int) -> dict[str, torch.Tensor]:
         if self.workers <= 0:
-            raw = _RawBatches(self.ds, self.batch_size, self.part)[k]
+            raw = _RawBatches(self.ds, self.batch_size, self.part, plans=self.frames is not None)[k]
         else:
             if self._it is None or k != self._next:
                 self._start(k)
             raw = next(self._it)
             self._next = k + 1
         raw = {n: v.to(self.device, non_blocking=True) for n, v in raw.items()}
+        if self.frames is not None:
+            raw = self.frames.batch(raw, self.ds.t_size, self.ds.s_size)
         return normalize_batch(raw, self.ds.mean, self.ds.std)
 
     def close(self) -> None:

@@ -39,7 +39,7 @@ from torch import nn
 from edgetrack import sequence
 from edgetrack.errors import EdgetrackError
 from training import distributed
-from training.data import BatchStream, DataConfig, SamplerConfig, TripletDataset
+from training.data import BatchStream, DataConfig, DeviceFrames, SamplerConfig, TripletDataset
 from training.models import MixFormerV2, MixFormerV2Config, MixViT, MixViTConfig, get_config
 from training.train import Progress, Schedule, Validation
 from training.validate import ValConfig, Validator
@@ -71,8 +71,34 @@ def _dataset(data: Data, cfg, sched: Schedule, sampler: SamplerConfig | None) ->
                           ratios=ratios)
 
 
+_DEVICE_FRAMES: list = []  # [(sequences, DeviceFrames)]: one upload serves every stage of a campaign
+
+
+def device_frames(ds: TripletDataset, sched: Schedule) -> DeviceFrames | None:
+    """The frames of ``ds`` on the training device when ``sched`` wants the crops made there
+    (``device_crops``; None: on CUDA when the frames allow it), else None."""
+    device = sched.torch_device()
+    want = sched.device_crops if sched.device_crops is not None else device.type == "cuda"
+    if not want:
+        return None
+    if not DeviceFrames.supports(ds.all_sequences):
+        if sched.device_crops:
+            raise EdgetrackError("device crops: the training frames must all be in memory and of one size "
+                                 "(synthetic sequences); give device_crops false for data on disk")
+        log.info("device crops off: the training frames are not in memory or not all of one size")
+        return None
+    for seqs, frames in _DEVICE_FRAMES:
+        if frames.device == device and len(seqs) == len(ds.all_sequences) and all(
+                a is b for a, b in zip(seqs, ds.all_sequences)):
+            return frames
+    _DEVICE_FRAMES.clear()  # one set of frames on the device at a time
+    frames = DeviceFrames(ds.all_sequences, device)
+    _DEVICE_FRAMES.append((list(ds.all_sequences), frames))
+    return frames
+
+
 def _batches(ds: TripletDataset, sched: Schedule) -> BatchStream:
-    return BatchStream(ds, sched.batch_size, sched.workers, sched.torch_device())
+    return BatchStream(ds, sched.batch_size, sched.workers, sched.torch_device(), frames=device_frames(ds, sched))
 
 
 def _config(arch, kind: type) -> object:

@@ -52,6 +52,9 @@ class Schedule:
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when there is one)
     amp: bool | None = None  # mixed precision; None = on for CUDA, and on CPUs with native bf16
     workers: int = 0  # data-loader processes making the batches (0: the training process itself)
+    # crops made on the device from frames held there, the workers only drawing the samples
+    # (training.data.DeviceFrames); None: on when training on CUDA from in-memory frames of one size
+    device_crops: bool | None = None
     # seconds of training (validation excluded) after which the stage ends even before ``steps``;
     # the lr schedule then runs on whichever of steps and time is further along
     time_budget: float | None = None
