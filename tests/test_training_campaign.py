@@ -341,8 +341,9 @@ def test_time_budget_ends_the_stage_and_drives_the_schedule(seqs, tmp_path, monk
     assert lrs[-1] < 0.05 * sched.lr  # ... and ran down with it (the last step began at 1.4 s of 1.5 s)
 
 
-def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch):
+def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, caplog):
     import json
+    import logging
 
     from edgetrack.errors import EdgetrackError
     from training.campaign import load_recipe, main
@@ -363,7 +364,11 @@ def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch):
     }
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
-    assert main([str(path), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp")]) == 0
+    caplog.set_level(logging.INFO, logger="training.data")
+    # with the crops made from frames held as one tensor (the GPU path), here on the CPU
+    assert main([str(path), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"),
+                 "--device-crops", "on"]) == 0
+    assert caplog.text.count("device crops: 36 frames") == 1  # 3 sequences of 12 frames, uploaded once
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["final.pth", "stage1.best.pth", "teacher.best.pth"]
     model, ck = load_model(tmp_path / "exp" / "final.pth")
     assert ck["stage"] == "score" and [h["stage"] for h in ck["history"]][0] == "teacher"

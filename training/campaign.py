@@ -32,7 +32,7 @@ flags overriding it.
 Under ``torchrun --nproc-per-node N -m training.campaign ...`` every stage trains with DDP
 (see :mod:`training.distributed`); rank 0 alone logs, writes and exports.
 
-``python -m training.campaign RECIPE --out DIR [--export DIR] [--device cuda] [--workers N]``
+``python -m training.campaign RECIPE --out DIR [--export DIR] [--device cuda] [--workers N] [--device-crops on|off]``
 """
 from __future__ import annotations
 
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export", help="copy each stage's best checkpoint here")
     ap.add_argument("--device", help="override the recipe's device (cpu, cuda, auto)")
     ap.add_argument("--workers", type=int, help="override the recipe's data-loader workers")
+    ap.add_argument("--device-crops", choices=("on", "off"),
+                    help="override the recipe's device_crops (crops made on the training device)")
     ap.add_argument("--log", help="also write the log to this file")
     args = ap.parse_args(argv)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
@@ -213,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(message)s", handlers=handlers)
     try:
         run_campaign(load_recipe(args.recipe), args.out, args.export,
-                     {"device": args.device, "workers": args.workers})
+                     {"device": args.device, "workers": args.workers,
+                      "device_crops": None if args.device_crops is None else args.device_crops == "on"})
     except EdgetrackError as err:
         log.error("%s", err)
         return 1
