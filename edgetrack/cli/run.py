@@ -8,11 +8,12 @@ from typing import Optional
 import typer
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.geometry import Box
 
 log = logging.getLogger(__name__)
 
 
-def parse_box(text: str) -> tuple[float, float, float, float]:
+def parse_box(text: str) -> Box:
     parts = text.replace(" ", "").split(",")
     try:
         vals = tuple(float(p) for p in parts)
@@ -23,7 +24,7 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return vals  # type: ignore[return-value]
 
 
-def assign_boxes(boxes: list[tuple[float, float, float, float]], sources: int) -> list[list] | None:
+def assign_boxes(boxes: list[Box], sources: int) -> list[list[Box]] | None:
     """``--init-box`` values per source: with one source every box is a target in it; with
     several, one box per source, in the order of the sources."""
     if not boxes:
