@@ -15,9 +15,11 @@ output at all.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -299,6 +301,24 @@ def _close_all(outputs: list, keep: bool) -> BaseException | None:
     return first
 
 
+@contextlib.contextmanager
+def _interrupt_after():
+    """Ctrl-C (SIGINT) that arrives inside the block is raised when the block ends, so that
+    a frame's box line and its video frame are written together or not at all. Only on the
+    main thread, and only where Python owns the SIGINT handler."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    got: list[int] = []
+    prev = signal.signal(signal.SIGINT, lambda signum, _frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, prev)
+    if got:
+        raise KeyboardInterrupt
+
+
 class _Outputs:
     """One source's boxes file, video and window, opened at its first frame (outputs were
     checked before the run; a source that fails before its first box leaves nothing)."""
@@ -317,15 +337,16 @@ class _Outputs:
             self.video = VideoOut(self.video_path, self.source.fps or 30.0, (w, h))
         if self.window is None and self.window_name is not None:
             self.window = Window(self.window_name)
-        if self.boxes is not None:
-            self.boxes.write(result.boxes)
-        if self.window is not None:
-            img = draw(result.image, result.boxes, result.scores)
-            self.window.show(img)
-            if self.video is not None:
+        img = draw(result.image, result.boxes, result.scores) if self.window is not None else None
+        with _interrupt_after():  # the box line and the video frame: both or neither
+            if self.boxes is not None:
+                self.boxes.write(result.boxes)
+            if img is not None and self.video is not None:
                 self.video.put_image(img)
-        elif self.video is not None:
-            self.video.put(result.image, result.boxes, result.scores)
+            elif self.video is not None:
+                self.video.put(result.image, result.boxes, result.scores)
+        if self.window is not None:
+            self.window.show(img)
 
     @property
     def stop(self) -> bool:
