@@ -446,8 +446,8 @@ def test_peak_and_mac_count(tiny_bundle, tmp_path):
     assert set(rep["peak"]) == {"f32", "bf16", "int8"}
     for r in rep["results"]:
         assert r["runs_as"] == "f32" and r["gmac"] > 0 and r["peak_pct"] > 0
-        # peak_pct is rounded to 0.1 (a tiny model can sit below 1% of the peak)
-        assert r["peak_pct"] == pytest.approx(100 * r["gmac_per_s"] / rep["peak"]["f32"]["gmac_per_s"], rel=0.02, abs=0.051)
+        # the rule itself: % of the f32 peak, rounded to 0.1 (a tiny model can sit below 1%)
+        assert r["peak_pct"] == round(100 * r["gmac_per_s"] / rep["peak"]["f32"]["gmac_per_s"], 1)
     assert "GMAC/s" in p.stdout and "% peak" in p.stdout
     assert_one_line_error(edgetrack("bench", "--peak", "--peak-size", "4"), "--peak-size 4")
     assert_one_line_error(edgetrack("bench"), "no --model given")
