@@ -524,8 +524,10 @@ class DeviceFrames:
     @staticmethod
     def supports(sequences: list[Sequence]) -> bool:
         """True when every sequence is in memory and every frame has one (H, W, 3) shape."""
-        shapes = {f.shape for s in sequences for f in (s.frames if s.in_memory else [None])} if sequences else set()
-        return len(shapes) == 1 and None not in shapes and len(next(iter(shapes))) == 3
+        if not sequences or not all(s.in_memory for s in sequences):
+            return False
+        shapes = {f.shape for s in sequences for f in s.frames}
+        return len(shapes) == 1 and len(next(iter(shapes))) == 3
 
     def _axis(self, start: torch.Tensor, side: torch.Tensor, flip: torch.Tensor, limit: int, size: int,
               flip_out: torch.Tensor) -> tuple[torch.Tensor, ...]:

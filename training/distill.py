@@ -71,7 +71,7 @@ def _dataset(data: Data, cfg, sched: Schedule, sampler: SamplerConfig | None) ->
                           ratios=ratios)
 
 
-_DEVICE_FRAMES: list = []  # [(sequences, DeviceFrames)]: one upload serves every stage of a campaign
+_DEVICE_FRAMES: tuple[list, DeviceFrames] | None = None  # (sequences, frames): one upload serves a campaign's stages
 
 
 def device_frames(ds: TripletDataset, sched: Schedule) -> DeviceFrames | None:
@@ -87,13 +87,15 @@ def device_frames(ds: TripletDataset, sched: Schedule) -> DeviceFrames | None:
                                  "(synthetic sequences); give device_crops false for data on disk")
         log.info("device crops off: the training frames are not in memory or not all of one size")
         return None
-    for seqs, frames in _DEVICE_FRAMES:
+    global _DEVICE_FRAMES
+    if _DEVICE_FRAMES is not None:
+        seqs, frames = _DEVICE_FRAMES
         if frames.device == device and len(seqs) == len(ds.all_sequences) and all(
                 a is b for a, b in zip(seqs, ds.all_sequences)):
             return frames
-    _DEVICE_FRAMES.clear()  # one set of frames on the device at a time
+    _DEVICE_FRAMES = None  # one set of frames on the device at a time: the old one goes first
     frames = DeviceFrames(ds.all_sequences, device)
-    _DEVICE_FRAMES.append((list(ds.all_sequences), frames))
+    _DEVICE_FRAMES = (list(ds.all_sequences), frames)
     return frames
 
 
