@@ -141,6 +141,7 @@ class OpenVINOEngine:
         self.inference_precision = inference_precision
         self.cache_dir = model_cache_dir(model_cache)
         self.loaded_from_cache: dict[str, bool] = {}
+        self.search_hint = search_hint
         self.template_model = self.compile("template")
         self.search_model = self.compile("search", search_hint)
         self._check_io()
@@ -153,6 +154,7 @@ class OpenVINOEngine:
         self = cls.__new__(cls)
         self.bundle, self.config, self.device = None, config, "CPU"
         self.inference_precision, self.cache_dir, self.loaded_from_cache = None, None, {}
+        self.search_hint = "LATENCY"  # taken as compiled for one request at a time
         self.template_model, self.search_model = template_model, search_model
         self._bind()
         return self

@@ -85,6 +85,13 @@ class _Stream:
         self.ended = False
 
 
+def search_hint(mode: str, targets: int) -> str:
+    """The performance hint the pipeline runs the search model with: THROUGHPUT when several
+    targets have requests in flight together (async mode), else LATENCY. Give it to
+    ``OpenVINOEngine(search_hint=...)`` so that the pipeline uses the engine's compiled model."""
+    return "THROUGHPUT" if mode == "async" and targets > 1 else "LATENCY"
+
+
 class Pipeline:
     """Several streams, each with one or more targets, tracked through one compiled model.
 
@@ -185,8 +192,10 @@ class Pipeline:
         import openvino as ov
 
         n = sum(len(s.targets) for s in self.streams)
-        hint = self.hint or ("THROUGHPUT" if self.mode == "async" and n > 1 else "LATENCY")
-        model = self.engine.search_model if hint == "LATENCY" else self.engine.compile("search", hint)
+        hint = self.hint or search_hint(self.mode, n)
+        # the engine's own search model when it was compiled with this hint (edgetrack run
+        # builds the engine with search_hint(...) of its targets): compiled once, not twice
+        model = self.engine.search_model if hint == self.engine.search_hint else self.engine.compile("search", hint)
         self.queue = ov.AsyncInferQueue(model, n if self.mode == "async" else 1)
         self.queue.set_callback(self._callback)
         log.info("pipeline: %d stream(s), %d target(s), %s, %s", len(self.streams), n, self.mode, hint)

@@ -15,7 +15,7 @@ import pytest
 
 from edgetrack.engine import MODEL_CACHE_ENV, OpenVINOEngine, model_cache_dir
 from edgetrack.errors import EdgetrackError
-from edgetrack.pipeline import Pipeline
+from edgetrack.pipeline import Pipeline, search_hint
 from edgetrack.sources import Capture, FrameSource, PacedSource, VideoSource
 from edgetrack.tracker import Tracker
 from tests.conftest import moving_square_frames
@@ -192,6 +192,27 @@ def test_pipeline_async_equals_sync_with_many_targets(engine, clip):
         p.run(lambda r: out.append((r.boxes, r.scores)))
         runs[mode] = out
     assert runs["sync"] == runs["async"] and len(runs["sync"]) == 12
+
+
+@pytest.mark.parametrize("engine_hint, mode, targets, compiles", [
+    ("THROUGHPUT", "async", 2, 0),  # what edgetrack run builds for several targets: compiled once
+    ("LATENCY", "async", 1, 0),
+    ("LATENCY", "sync", 2, 0),
+    ("LATENCY", "async", 2, 1),  # an engine built for one target: the pipeline compiles THROUGHPUT itself
+])
+def test_pipeline_compiles_the_search_model_only_when_the_engine_has_another_hint(tiny_bundle, clip, engine_hint,
+                                                                                  mode, targets, compiles):
+    frames, boxes = clip
+    eng = OpenVINOEngine(tiny_bundle.path, search_hint=engine_hint, model_cache=False)
+    hints = []
+    compile_part = eng.compile
+    eng.compile = lambda part, hint="LATENCY": hints.append((part, hint)) or compile_part(part, hint)
+    inits = [tuple(boxes[0]), (60.0, 70.0, 30.0, 20.0)][:targets]
+    p = Pipeline(eng, mode=mode)
+    p.add_stream(ListSource(frames[:4]), inits)
+    p.run(lambda r: None)
+    assert search_hint(mode, targets) == ("THROUGHPUT" if (mode, targets) == ("async", 2) else "LATENCY")
+    assert hints == [("search", "THROUGHPUT")] * compiles
 
 
 def test_pipeline_bad_input_is_one_clear_error(engine, clip):

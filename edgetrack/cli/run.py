@@ -69,6 +69,7 @@ def run_cmd(
               edgetrack run --video a.mp4 --video b.mp4 --init-box 60,80,56,40 --init-box 10,20,30,40 --no-display --output-video a_out.mp4 --output-video b_out.mp4
     """
     from edgetrack.engine import OpenVINOEngine
+    from edgetrack.pipeline import search_hint
     from edgetrack.runner import check_outputs, display_problem, run
     from edgetrack.sources import open_sources
 
@@ -98,7 +99,9 @@ def run_cmd(
     try:
         if per_source is None and (problem is not None or not display):
             raise EdgetrackError("no --init-box given and no display to draw one on" + (f": {problem}" if problem else ""))
-        engine = OpenVINOEngine(model, device=device, model_cache=model_cache)
+        targets = sum(len(b) for b in per_source) if per_source is not None else 1  # a drawn box: one
+        engine = OpenVINOEngine(model, device=device, model_cache=model_cache,
+                                search_hint=search_hint("sync" if sync else "async", targets))
     except BaseException:
         for src in sources:
             src.close()
