@@ -356,10 +356,11 @@ def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, ca
         "defaults": {"batch_size": 2, "log_every": 1, "checkpoint_every": 100, "backbone_lr_mult": 1.0},
         "stages": [
             {"stage": "teacher", "arch": "mixvit-tiny", "out": "teacher.pth", "schedule": {"steps": 3}},
+            # the student and its score head on sequences the teacher never saw
             {"stage": "dense-to-sparse", "teacher": "{out}/teacher.best.pth", "out": "stage1.pth",
-             "schedule": {"steps": 2}},
+             "schedule": {"steps": 2}, "data": {"synth_seed": 1}},
             {"stage": "score", "init": "{out}/stage1.pth", "out": "final.pth", "validate": False,
-             "schedule": {"steps": 2}},
+             "schedule": {"steps": 2}, "data": {"synth_seed": 1, "synth_frames": 10}},
         ],
     }
     path = tmp_path / "recipe.json"
@@ -368,7 +369,10 @@ def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, ca
     # with the crops made from frames held as one tensor (the GPU path), here on the CPU
     assert main([str(path), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"),
                  "--device-crops", "on"]) == 0
-    assert caplog.text.count("device crops: 36 frames") == 1  # 3 sequences of 12 frames, uploaded once
+    # 3 sequences of 12 frames (seed 0, then seed 1), each set uploaded once; then 3 of 10 frames
+    assert caplog.text.count("device crops: 36 frames") == 2 and caplog.text.count("device crops: 30 frames") == 1
+    for seed, frames in ((0, 12), (1, 12), (1, 10)):
+        assert caplog.text.count(f"generated 3 synthetic train sequences (96x72, {frames} frames, seed {seed})") == 1
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["final.pth", "stage1.best.pth", "teacher.best.pth"]
     model, ck = load_model(tmp_path / "exp" / "final.pth")
     assert ck["stage"] == "score" and [h["stage"] for h in ck["history"]][0] == "teacher"

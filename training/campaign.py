@@ -26,7 +26,8 @@ the reference's numbers: a stage may give ``epochs`` and ``samples_per_epoch`` i
 reference file each number came from, ``data.mix`` lists data-set specs with sampling ratios
 (``${VAR}`` in a spec is an environment variable: ``LASOT=/data/lasot``), and ``arch`` /
 ``student_arch`` may be ``{"base": NAME, FIELD: VALUE...}``, a registered configuration with
-fields replaced. ``edgetrack train --recipe FILE`` runs a one-stage recipe with command-line
+fields replaced. A stage's own ``data`` replaces fields of the recipe's ``data`` for that stage
+(``{"synth_seed": 11}``: sequences that no earlier stage trained on). ``edgetrack train --recipe FILE`` runs a one-stage recipe with command-line
 flags overriding it.
 
 Under ``torchrun --nproc-per-node N -m training.campaign ...`` every stage trains with DDP
@@ -57,7 +58,7 @@ from training.validate import ValConfig
 log = logging.getLogger(__name__)
 
 STAGE_KEYS = {"stage", "out", "arch", "init", "teacher", "student_arch", "schedule", "sampler", "remove_layers",
-              "fade_fraction", "validate", "weights", "epochs", "samples_per_epoch", "from", "about"}
+              "fade_fraction", "validate", "weights", "epochs", "samples_per_epoch", "from", "about", "data"}
 RECIPES = Path(__file__).resolve().parent / "recipes"
 
 
@@ -182,10 +183,13 @@ def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None
         # "validate": false for a stage whose change the validation cannot see (the score head
         # only acts at template updates, rarer than the validation sequences are long)
         val = ValConfig(**v, workers=max(1, workers)) if v and st.get("validate", True) else None
+        # a stage's own "data" replaces fields of the recipe's: e.g. {"synth_seed": 11} trains it
+        # on sequences no earlier stage saw (the models memorise the sequences they train on long)
+        stage_data = data_config({**recipe.get("data", {}), **st["data"]}, workers) if "data" in st else data
         target = out / st["out"]
         log.info("campaign stage %d/%d: %s -> %s (%s)", i, len(recipe["stages"]), stage, target, sched)
         t0 = time.perf_counter()
-        path = run_stage(st, data, sched, val, target, out)
+        path = run_stage(st, stage_data, sched, val, target, out)
         log.info("campaign stage %d/%d: %s done in %.0f s", i, len(recipe["stages"]), stage, time.perf_counter() - t0)
         written.append(path)
         if export is not None and distributed.is_main():
