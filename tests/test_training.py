@@ -488,6 +488,8 @@ def edgetrack(*args):
     (["train", "score", "--synth", "2", "--init", "/no/such.pth", "--out", "x.pth"], "no such file"),
     (["train", "teacher", "--data", "folder:/no/such/dir", "--out", "x.pth"], "/no/such/dir"),
     (["train", "teacher", "--synth", "2", "--steps", "0", "--out", "x.pth"], "--steps 0"),
+    (["train", "teacher", "--synth", "2", "--synth-refresh", "-5", "--out", "x.pth"], "--synth-refresh -5"),
+    (["train", "teacher", "--data", "folder:/nope", "--synth-refresh", "64", "--out", "x.pth"], "give --synth N"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, msg, tmp_path):
     p = edgetrack(*[str(tmp_path / a) if a == "x.pth" else a for a in args])

@@ -341,6 +341,46 @@ def test_time_budget_ends_the_stage_and_drives_the_schedule(seqs, tmp_path, monk
     assert lrs[-1] < 0.05 * sched.lr  # ... and ran down with it (the last step began at 1.4 s of 1.5 s)
 
 
+def test_round_stream_trains_on_fresh_sequences_each_round(caplog):
+    """synth_refresh: every R samples the batches come from new sequences (seed + 1000 r), made
+    by a background process while the round before trains; batch k is the same batch whatever
+    the timing, and a stream started at a later batch (a resumed run) gives it too."""
+    import logging
+
+    from edgetrack.errors import EdgetrackError
+    from training.data import BatchStream, DataConfig, RoundStream
+
+    cfg = get_config("mixformerv2-tiny")
+    size, frames = (96, 72), 10
+    data = DataConfig(synth=2, synth_seed=5, synth_size=size, synth_frames=frames, synth_refresh=4, refresh_workers=1)
+
+    def make(sequences):
+        return BatchStream(TripletDataset(sequences, cfg, SamplerConfig(), seed=0, length=16), 2)
+
+    def plain(seed, k):  # batch k of a stream that always draws on the sequences of ``seed``
+        return make(synth_sequences(2, seed=seed, size=size, n_frames=frames))(k)
+
+    caplog.set_level(logging.INFO, logger="training.data")
+    rs = RoundStream(data, 2, make)
+    try:
+        got = [rs(k) for k in range(6)]  # 2 batches of 2 samples a round: rounds 0, 0, 1, 1, 2, 2
+        assert rs.round == 2
+    finally:
+        rs.close()
+    for k, seed in ((0, 5), (1, 5), (2, 1005), (3, 1005), (5, 2005)):
+        want = plain(seed, k)
+        assert all(torch.equal(got[k][n], want[n]) for n in want), (k, seed)
+    assert not torch.equal(got[2]["search"], plain(5, 2)["search"])  # round 1 is not round 0's sequences
+    assert "data round 1: 2 fresh synthetic sequences (seed 1005)" in caplog.text
+    resumed = RoundStream(data, 2, make)
+    try:
+        assert all(torch.equal(resumed(3)[n], got[3][n]) for n in got[3]) and resumed.round == 1
+    finally:
+        resumed.close()
+    with pytest.raises(EdgetrackError, match="give --synth N with it"):
+        DataConfig(spec="folder:/x", synth_refresh=4)
+
+
 def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, caplog):
     import json
     import logging
@@ -359,8 +399,9 @@ def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, ca
             # the student and its score head on sequences the teacher never saw
             {"stage": "dense-to-sparse", "teacher": "{out}/teacher.best.pth", "out": "stage1.pth",
              "schedule": {"steps": 2}, "data": {"synth_seed": 1}},
+            # ... and fresh ones every 2 samples (one step)
             {"stage": "score", "init": "{out}/stage1.pth", "out": "final.pth", "validate": False,
-             "schedule": {"steps": 2}, "data": {"synth_seed": 1, "synth_frames": 10}},
+             "schedule": {"steps": 2}, "data": {"synth_seed": 1, "synth_frames": 10, "synth_refresh": 2}},
         ],
     }
     path = tmp_path / "recipe.json"
@@ -370,9 +411,12 @@ def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, ca
     assert main([str(path), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"),
                  "--device-crops", "on"]) == 0
     # 3 sequences of 12 frames (seed 0, then seed 1), each set uploaded once; then 3 of 10 frames
-    assert caplog.text.count("device crops: 36 frames") == 2 and caplog.text.count("device crops: 30 frames") == 1
-    for seed, frames in ((0, 12), (1, 12), (1, 10)):
-        assert caplog.text.count(f"generated 3 synthetic train sequences (96x72, {frames} frames, seed {seed})") == 1
+    # per step (seeds 1 and 1001)
+    assert caplog.text.count("device crops: 36 frames") == 2 and caplog.text.count("device crops: 30 frames") == 2
+    for seed in (0, 1):
+        assert caplog.text.count(f"generated 3 synthetic train sequences (96x72, 12 frames, seed {seed})") == 1
+    assert "data round 0: 3 fresh synthetic sequences (seed 1)" in caplog.text
+    assert "data round 1: 3 fresh synthetic sequences (seed 1001)" in caplog.text
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["final.pth", "stage1.best.pth", "teacher.best.pth"]
     model, ck = load_model(tmp_path / "exp" / "final.pth")
     assert ck["stage"] == "score" and [h["stage"] for h in ck["history"]][0] == "teacher"

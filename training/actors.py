@@ -30,7 +30,7 @@ from torch import nn
 
 from edgetrack.errors import EdgetrackError
 from training.checkpoint import load_model, make_checkpoint
-from training.data import SamplerConfig
+from training.data import DataConfig, RoundStream, SamplerConfig
 from training.distill import (
     SCORE_SAMPLER, Data, Fader, LossWeights, _batches, _check_same_inputs, _config, _dataset, _inputs, _seed_init,
     _validation,
@@ -311,12 +311,17 @@ def train_stage(actor: Actor, data: Data, sched: Schedule, out: str | Path, samp
     out = Path(out)
     sampler = actor.sampler if sampler is None else sampler
     actor.check_sampler(sampler)
-    ds = _dataset(data, actor.data_config, sched, sampler)
+    if isinstance(data, DataConfig) and data.synth_refresh:
+        batches = RoundStream(data, sched.batch_size,
+                              lambda seqs: _batches(_dataset(seqs, actor.data_config, sched, sampler), sched))
+    else:
+        batches = _batches(_dataset(data, actor.data_config, sched, sampler), sched)
     validation = _validation(val, lambda h: actor.checkpoint(actor.prior + h), start=actor.validation_start)
     try:
-        hist = run_steps(actor.model, _batches(ds, sched), actor.step, sched, out, actor.name,
+        hist = run_steps(actor.model, batches, actor.step, sched, out, actor.name,
                          actor.param_groups(sched), progress=progress, validation=validation)
     finally:
+        batches.close()  # also when training stops on an error: no worker or generator process outlives it
         actor.close()
     return finish(out, actor.checkpoint(actor.prior + hist))
 

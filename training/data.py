@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 
 import cv2
@@ -79,6 +80,7 @@ def _generate_train(job: tuple[int, int, tuple[int, int], int]) -> Sequence:
 
 
 _SYNTH_CACHE: dict[tuple, tuple[Sequence, ...]] = {}
+ROUND_SEED_STRIDE = 1000  # refresh round r of seed s uses seed s + 1000 r: apart from the seeds recipes give
 
 
 def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n_frames: int = 60,
@@ -118,6 +120,20 @@ class DataConfig:
     synth_size: tuple[int, int] = (320, 240)
     synth_frames: int = 60
     workers: int = 1  # processes that generate the synthetic sequences
+    # fresh synthetic sequences every ``synth_refresh`` samples (0: the same ones throughout):
+    # round r draws on ``synth`` sequences of seed ``round_seed(r)``, see :class:`RoundStream`
+    synth_refresh: int = 0
+    refresh_workers: int = 0  # processes that make the next round meanwhile (0: ``workers``)
+
+    def __post_init__(self) -> None:
+        if self.synth_refresh < 0:
+            raise EdgetrackError(f"--synth-refresh {self.synth_refresh}: expected 0 (off) or a number of samples")
+        if self.synth_refresh and self.synth is None:
+            raise EdgetrackError("training data: synth_refresh makes fresh synthetic sequences; give --synth N with it")
+
+    def round_seed(self, r: int) -> int:
+        """The synthetic seed of refresh round ``r`` (round 0: ``synth_seed`` itself)."""
+        return self.synth_seed + ROUND_SEED_STRIDE * r
 
     def load(self) -> list[Sequence]:
         if sum(v is not None for v in (self.spec, self.synth, self.mix)) != 1:
@@ -584,6 +600,76 @@ class DeviceFrames:
             out[name] = self.crop(frame[:, k], plan["window"][:, k], plan["flip"], plan["gray"],
                                   plan["crop_flip"][:, 0 if k < 2 else 1], size)
         return out
+
+
+class RoundStream:
+    """Batches like :class:`BatchStream`, from fresh synthetic sequences every
+    ``data.synth_refresh`` samples. Round r (the batches whose first sample is in
+    ``r*R .. (r+1)*R-1``) draws on ``data.synth`` sequences of seed ``data.round_seed(r)``, so a
+    model never sees one sequence for long (a model trained on one set of sequences memorises
+    them). While round r trains, ``data.refresh_workers`` processes generate round r+1; a round
+    that is not ready when its first batch is due is waited for. So batch ``k`` is the same
+    whatever the timing, a resumed run's included. ``make_stream(sequences)`` makes one round's
+    :class:`BatchStream` (its data set, workers and device frames)."""
+
+    def __init__(self, data: DataConfig, batch_size: int, make_stream):
+        if data.synth_refresh <= 0:
+            raise EdgetrackError("fresh rounds of data need synth_refresh > 0 (samples a round)")
+        self.data, self.batch_size, self.make_stream = data, int(batch_size), make_stream
+        self.workers = max(1, data.refresh_workers or data.workers)
+        self.part: tuple[int, int] | None = None
+        self.round = -1
+        self._stream: BatchStream | None = None
+        self._pool = None
+        self._next = None  # (round, AsyncResult) being generated
+
+    def round_of(self, k: int) -> int:
+        return k * self.batch_size // self.data.synth_refresh
+
+    def _start(self, r: int):
+        if self._pool is None:
+            import multiprocessing as mp
+
+            with _fork_safe():  # forked now, before a round's frames are in this process
+                self._pool = mp.get_context("fork").Pool(self.workers)
+        d = self.data
+        jobs = [(i, d.round_seed(r), (int(d.synth_size[0]), int(d.synth_size[1])), int(d.synth_frames))
+                for i in range(1, d.synth + 1)]
+        return r, self._pool.map_async(_generate_train, jobs, chunksize=max(1, min(4, len(jobs) // self.workers)))
+
+    def _sequences(self, r: int) -> list[Sequence]:
+        if self._next is None or self._next[0] != r:
+            self._next = self._start(r)
+        t = time.perf_counter()
+        seqs = self._next[1].get()
+        self._next = None
+        waited = time.perf_counter() - t
+        log.info("data round %d: %d fresh synthetic sequences (seed %d)%s", r, len(seqs), self.data.round_seed(r),
+                 f", waited {waited:.1f} s for them" if waited >= 0.1 else "")
+        return seqs
+
+    def __call__(self, k: int) -> dict[str, torch.Tensor]:
+        r = self.round_of(k)
+        if r != self.round:
+            seqs = self._sequences(r)
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None  # the old round's frames go before the new ones are on the device
+            self._stream = self.make_stream(seqs)
+            self._stream.part = self.part
+            self.round = r
+            self._next = self._start(r + 1)
+        return self._stream(k)
+
+    def close(self) -> None:
+        """Stop the round's workers and the generating processes."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        pool, self._pool, self._next = self._pool, None, None
+        if pool is not None:
+            pool.terminate()
+            pool.join()
 
 
 @contextlib.contextmanager
