@@ -427,6 +427,27 @@ def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, ca
         load_recipe(bad)
 
 
+def test_campaign_data_per_stage_and_the_synth_refresh_override(tmp_path, monkeypatch):
+    """A stage's own data replaces fields of the recipe's; --synth-refresh N replaces every
+    stage's refresh (0: the fallback of gpu_lease.sh, one set of sequences a stage)."""
+    import json
+
+    from training import campaign
+
+    seen = []
+    monkeypatch.setattr(campaign, "run_stage", lambda st, data, *a: seen.append(data) or tmp_path / st["out"])
+    recipe = {"data": {"synth": 4, "synth_seed": 10, "synth_refresh": 64}, "defaults": {"steps": 2},
+              "stages": [{"stage": "teacher", "arch": "mixvit-tiny", "out": "t.pth"},
+                         {"stage": "score", "init": "x.pth", "out": "s.pth", "data": {"synth_seed": 11}}]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(recipe))
+    assert campaign.main([str(path), "--out", str(tmp_path / "run")]) == 0
+    assert [(d.synth, d.synth_seed, d.synth_refresh) for d in seen] == [(4, 10, 64), (4, 11, 64)]
+    seen.clear()
+    assert campaign.main([str(path), "--out", str(tmp_path / "run"), "--synth-refresh", "0"]) == 0
+    assert [(d.synth_seed, d.synth_refresh) for d in seen] == [(10, 0), (11, 0)]
+
+
 def test_graph_segmentation_without_opencv_contrib(monkeypatch):
     """GPU images ship plain opencv: the cut-out segmentation falls back to scikit-image's
     implementation of the same algorithm and still cuts regions of the photo."""

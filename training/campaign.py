@@ -33,7 +33,8 @@ flags overriding it.
 Under ``torchrun --nproc-per-node N -m training.campaign ...`` every stage trains with DDP
 (see :mod:`training.distributed`); rank 0 alone logs, writes and exports.
 
-``python -m training.campaign RECIPE --out DIR [--export DIR] [--device cuda] [--workers N] [--device-crops on|off]``
+``python -m training.campaign RECIPE --out DIR [--export DIR] [--device cuda] [--workers N] [--device-crops on|off]
+[--synth-refresh N]``
 """
 from __future__ import annotations
 
@@ -164,14 +165,16 @@ def run_stage(st: dict, data: DataConfig, sched, val: ValConfig | None, target: 
 
 
 def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None,
-                 overrides: dict | None = None) -> list[Path]:
-    """Run every stage of ``recipe`` into ``out``; returns the checkpoints written."""
+                 overrides: dict | None = None, data_overrides: dict | None = None) -> list[Path]:
+    """Run every stage of ``recipe`` into ``out``; returns the checkpoints written.
+    ``overrides`` replace schedule defaults, ``data_overrides`` fields of every stage's data."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     defaults = {**recipe.get("defaults", {}), **overrides}
     workers = int(defaults.get("workers", 0))
-    data = data_config(recipe.get("data", {}), workers)
+    data_overrides = {k: v for k, v in (data_overrides or {}).items() if v is not None}
+    data = data_config({**recipe.get("data", {}), **data_overrides}, workers)
     v = recipe.get("val")
     written = []
     for i, st in enumerate(recipe["stages"], 1):
@@ -185,7 +188,8 @@ def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None
         val = ValConfig(**v, workers=max(1, workers)) if v and st.get("validate", True) else None
         # a stage's own "data" replaces fields of the recipe's: e.g. {"synth_seed": 11} trains it
         # on sequences no earlier stage saw (the models memorise the sequences they train on long)
-        stage_data = data_config({**recipe.get("data", {}), **st["data"]}, workers) if "data" in st else data
+        stage_data = (data_config({**recipe.get("data", {}), **st["data"], **data_overrides}, workers)
+                      if "data" in st else data)
         target = out / st["out"]
         log.info("campaign stage %d/%d: %s -> %s (%s)", i, len(recipe["stages"]), stage, target, sched)
         t0 = time.perf_counter()
@@ -209,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="override the recipe's data-loader workers")
     ap.add_argument("--device-crops", choices=("on", "off"),
                     help="override the recipe's device_crops (crops made on the training device)")
+    ap.add_argument("--synth-refresh", type=int, help="override the recipe's synth_refresh (fresh synthetic "
+                    "sequences every N samples; 0: off)")
     ap.add_argument("--log", help="also write the log to this file")
     args = ap.parse_args(argv)
     handlers: list[logging.Handler] = [logging.StreamHandler()]
@@ -220,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_campaign(load_recipe(args.recipe), args.out, args.export,
                      {"device": args.device, "workers": args.workers,
-                      "device_crops": None if args.device_crops is None else args.device_crops == "on"})
+                      "device_crops": None if args.device_crops is None else args.device_crops == "on"},
+                     {"synth_refresh": args.synth_refresh})
     except EdgetrackError as err:
         log.error("%s", err)
         return 1

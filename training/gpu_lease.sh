@@ -5,10 +5,14 @@
 # Here, before the lease:  mkdir -p .carry/cache && cp -r ~/.cache/edgetrack/photos .carry/cache/
 #                           (run with carry [".carry"]; .carry is git-ignored)
 # On the GPU machine:      bash training/gpu_lease.sh [RECIPE]   (results under $OUT)
-# Back here:               python -m training.release $OUT/final.pth -o models/... (see training/README.md)
+# Back here:               the score head on the CPU, then release (see training/README.md):
+#   edgetrack train score --init $OUT/stage1.best.pth --synth 200 --steps 500 --batch-size 32 --threads 2 \
+#     --workers 2 --lr 5e-4 --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out runs/gpu2/final.pth
+#   python -m training.release runs/gpu2/final.pth -o models/... 
 #
-# If the run with crops on the GPU fails before its first stage ends, it is run once more with
-# the crops made by the workers (--device-crops off), so a lease is not lost to that path.
+# If the run with crops on the GPU and fresh sequences made meanwhile fails before its first
+# stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of
+# sequences a stage: --device-crops off --synth-refresh 0), so a lease is not lost to a new path.
 set -uo pipefail
 RECIPE=${1:-training/recipes/default-mini-gpu-v3.json}
 OUT=${OUT:-/tmp/lease-out}
@@ -22,7 +26,8 @@ python -m training.campaign "$RECIPE" --out /tmp/run --export "$OUT" --log "$OUT
 rc=$?
 if [ $rc -ne 0 ] && ! ls "$OUT"/*.pth >/dev/null 2>&1; then
   echo "campaign failed (rc $rc) before any stage ended; again with the crops made by the workers" >> "$OUT/campaign.log"
-  python -m training.campaign "$RECIPE" --out /tmp/run-cpu-crops --export "$OUT" --log "$OUT/campaign.log" --device-crops off
+  python -m training.campaign "$RECIPE" --out /tmp/run-cpu-crops --export "$OUT" --log "$OUT/campaign.log" \
+    --device-crops off --synth-refresh 0 --workers 14
   rc=$?
 fi
 exit $rc
