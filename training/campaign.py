@@ -27,8 +27,8 @@ reference file each number came from, ``data.mix`` lists data-set specs with sam
 (``${VAR}`` in a spec is an environment variable: ``LASOT=/data/lasot``), and ``arch`` /
 ``student_arch`` may be ``{"base": NAME, FIELD: VALUE...}``, a registered configuration with
 fields replaced. A stage's own ``data`` replaces fields of the recipe's ``data`` for that stage
-(``{"synth_seed": 11}``: sequences that no earlier stage trained on). ``edgetrack train --recipe FILE`` runs a one-stage recipe with command-line
-flags overriding it.
+(``{"synth_seed": 11}``: sequences that no earlier stage trained on). ``edgetrack train
+--recipe FILE`` runs a one-stage recipe with command-line flags overriding it.
 
 Under ``torchrun --nproc-per-node N -m training.campaign ...`` every stage trains with DDP
 (see :mod:`training.distributed`); rank 0 alone logs, writes and exports.
@@ -174,10 +174,14 @@ def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None
     defaults = {**recipe.get("defaults", {}), **overrides}
     workers = int(defaults.get("workers", 0))
     data_overrides = {k: v for k, v in (data_overrides or {}).items() if v is not None}
-    data = data_config({**recipe.get("data", {}), **data_overrides}, workers)
+    # a stage's own "data" replaces fields of the recipe's: e.g. {"synth_seed": 11} trains it on
+    # sequences no earlier stage saw (the models memorise the sequences they train on long);
+    # every stage's data is checked before the first stage trains
+    datas = [data_config({**recipe.get("data", {}), **st.get("data", {}), **data_overrides}, workers)
+             for st in recipe["stages"]]
     v = recipe.get("val")
     written = []
-    for i, st in enumerate(recipe["stages"], 1):
+    for i, (st, stage_data) in enumerate(zip(recipe["stages"], datas), 1):
         stage = st["stage"]
         try:
             sched = distill.schedule_for(stage, **stage_steps(st, {**defaults, **st.get("schedule", {})}))
@@ -186,10 +190,6 @@ def run_campaign(recipe: dict, out: str | Path, export: str | Path | None = None
         # "validate": false for a stage whose change the validation cannot see (the score head
         # only acts at template updates, rarer than the validation sequences are long)
         val = ValConfig(**v, workers=max(1, workers)) if v and st.get("validate", True) else None
-        # a stage's own "data" replaces fields of the recipe's: e.g. {"synth_seed": 11} trains it
-        # on sequences no earlier stage saw (the models memorise the sequences they train on long)
-        stage_data = (data_config({**recipe.get("data", {}), **st["data"], **data_overrides}, workers)
-                      if "data" in st else data)
         target = out / st["out"]
         log.info("campaign stage %d/%d: %s -> %s (%s)", i, len(recipe["stages"]), stage, target, sched)
         t0 = time.perf_counter()

@@ -79,6 +79,11 @@ def _generate_train(job: tuple[int, int, tuple[int, int], int]) -> Sequence:
     return generate_sequence(index, seed, "train", size, n_frames)
 
 
+def _synth_jobs(n: int, seed: int, size: tuple[int, int], n_frames: int) -> list[tuple[int, int, tuple[int, int], int]]:
+    """The ``_generate_train`` jobs of sequences 1..n of one seed."""
+    return [(i, int(seed), (int(size[0]), int(size[1])), int(n_frames)) for i in range(1, int(n) + 1)]
+
+
 _SYNTH_CACHE: dict[tuple, tuple[Sequence, ...]] = {}
 ROUND_SEED_STRIDE = 1000  # refresh round r of seed s uses seed s + 1000 r: apart from the seeds recipes give
 
@@ -94,7 +99,7 @@ def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n
     if key not in _SYNTH_CACHE:
         while len(_SYNTH_CACHE) >= 4:
             _SYNTH_CACHE.pop(next(iter(_SYNTH_CACHE)))
-        jobs = [(i, key[1], key[2], key[3]) for i in range(1, key[0] + 1)]
+        jobs = _synth_jobs(*key)
         if workers > 1 and len(jobs) > 1:
             import multiprocessing as mp
 
@@ -633,8 +638,7 @@ class RoundStream:
             with _fork_safe():  # forked now, before a round's frames are in this process
                 self._pool = mp.get_context("fork").Pool(self.workers)
         d = self.data
-        jobs = [(i, d.round_seed(r), (int(d.synth_size[0]), int(d.synth_size[1])), int(d.synth_frames))
-                for i in range(1, d.synth + 1)]
+        jobs = _synth_jobs(d.synth, d.round_seed(r), d.synth_size, d.synth_frames)
         return r, self._pool.map_async(_generate_train, jobs, chunksize=max(1, min(4, len(jobs) // self.workers)))
 
     def _sequences(self, r: int) -> list[Sequence]:

@@ -8,7 +8,7 @@
 # Back here:               the score head on the CPU, then release (see training/README.md):
 #   edgetrack train score --init $OUT/stage1.best.pth --synth 200 --steps 500 --batch-size 32 --threads 2 \
 #     --workers 2 --lr 5e-4 --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out runs/gpu2/final.pth
-#   python -m training.release runs/gpu2/final.pth -o models/... 
+#   python -m training.release runs/gpu2/final.pth -o models/...
 #
 # If the run with crops on the GPU and fresh sequences made meanwhile fails before its first
 # stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of

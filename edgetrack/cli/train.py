@@ -1,6 +1,7 @@
 """``edgetrack train STAGE``: the distillation pipeline (needs torch: ``pip install "edgetrack[train]"``)."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Optional
@@ -107,9 +108,10 @@ def train_cmd(
     synth: Optional[int] = typer.Option(None, "--synth", help="Use N synthetic train-split sequences (in memory)."),
     synth_size: str = typer.Option("320x240", "--synth-size", help="Synthetic frame size WxH."),
     synth_frames: int = typer.Option(60, "--synth-frames", help="Frames per synthetic sequence."),
-    synth_refresh: int = typer.Option(0, "--synth-refresh", help="Fresh synthetic sequences every N samples "
-                                      "(made by background processes while the previous ones train; 0: the same "
-                                      "sequences throughout). A model memorises sequences it sees for long."),
+    synth_refresh: Optional[int] = typer.Option(None, "--synth-refresh", help="Fresh synthetic sequences every N "
+                                                "samples (made by background processes while the previous ones "
+                                                "train; 0: the same sequences throughout; replaces a recipe's). "
+                                                "A model memorises sequences it sees for long."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default 1000; a recipe's: its "
                                         "epochs x samples per epoch / batch size)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per step, all processes together "
@@ -193,11 +195,13 @@ def train_cmd(
     wk = workers if workers is not None else int(rec.get("defaults", {}).get("workers", 0))
     if data is not None or synth is not None:
         src = DataConfig(spec=data, synth=synth, synth_seed=seed or 0, synth_size=size, synth_frames=synth_frames,
-                         workers=max(1, wk), synth_refresh=synth_refresh)
+                         workers=max(1, wk))
     elif rec.get("data"):
         src = campaign.data_config(rec["data"], wk)
     else:
         raise EdgetrackError("give exactly one of --data SPEC or --synth N")
+    if synth_refresh is not None:
+        src = dataclasses.replace(src, synth_refresh=synth_refresh)  # checked again: needs synthetic data
     flags = {k: opts[k] for k in SCHEDULE_FLAGS if k in opts}
     sched_kw = {**CLI_DEFAULTS, **rec.get("defaults", {}), **st.get("schedule", {}), **flags}
     if "steps" not in flags and "steps" not in st.get("schedule", {}) and "steps" not in rec.get("defaults", {}):
