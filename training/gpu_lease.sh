@@ -22,9 +22,14 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; lscpu | grep "Model name";
   python -c "import torch, cv2, numpy; print('torch', torch.__version__, 'cv2', cv2.__version__, 'numpy', numpy.__version__)"; } \
   > "$OUT/machine.txt" 2>&1
-python -m training.campaign "$RECIPE" --out /tmp/run --export "$OUT" --log "$OUT/campaign.log"
+# The campaign stops itself inside the call's limit (CAMPAIGN_LIMIT seconds), and a stage cut there still
+# sends back its best checkpoint so far, so a slow machine start costs the last stage's end, not the stage.
+timeout -s TERM "${CAMPAIGN_LIMIT:-560}" python -m training.campaign "$RECIPE" --out /tmp/run --export "$OUT" --log "$OUT/campaign.log"
 rc=$?
-if [ $rc -ne 0 ] && ! ls "$OUT"/*.pth >/dev/null 2>&1; then
+for f in /tmp/run/*.best.pth; do
+  [ -e "$f" ] && [ ! -e "$OUT/$(basename "$f")" ] && cp "$f" "$OUT/" && echo "cut by the limit: $(basename "$f") is that stage's best so far" >> "$OUT/campaign.log"
+done
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] && ! ls "$OUT"/*.pth >/dev/null 2>&1; then
   echo "campaign failed (rc $rc) before any stage ended; again with the crops made by the workers" >> "$OUT/campaign.log"
   python -m training.campaign "$RECIPE" --out /tmp/run-cpu-crops --export "$OUT" --log "$OUT/campaign.log" \
     --device-crops off --synth-refresh 0 --workers 14
