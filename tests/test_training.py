@@ -312,6 +312,16 @@ def test_actor_step_is_the_stage_loss(seqs):
     assert not any(p.requires_grad for p in d2s.teacher.parameters())
     trained = {id(p) for p in d2s.model.parameters() if p.requires_grad}
     assert trained and {id(p) for g in d2s.param_groups(sched) for p in g["params"]} == trained
+    # KL weight 0 (the "direct" student): the ground truth alone, and the teacher never runs
+    from training.distill import LossWeights
+
+    direct = DenseToSparseActor(sched, teacher.model, weights=replace(LossWeights(), kl=0.0))
+    direct.model.load_state_dict(d2s.model.state_dict())
+    direct.teacher.forward = lambda *a, **k: pytest.fail("the teacher ran with KL weight 0")
+    loss0, stats0 = direct.step(batch)
+    assert set(stats0) == {"ciou", "l1", "iou"}
+    assert float(loss0) == pytest.approx(2 * float(stats0["ciou"]) + 5 * float(stats0["l1"]))
+    assert float(stats0["ciou"]) == pytest.approx(float(stats["ciou"]), rel=1e-5)
 
 
 def test_checkpoint_config_of_older_code_still_loads(chain):

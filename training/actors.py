@@ -191,10 +191,15 @@ class DenseToSparseActor(Actor):
     def step(self, batch, k=0, net=None):
         w = self.loss_weights
         x = _inputs(batch)
-        with torch.no_grad():
-            t_out = self.teacher(*x, softmax=True)
         s_out = (self.model if net is None else net)(*x, softmax=False, run_score_head=False)
         bl = box_losses(s_out["pred_boxes"], batch["search_box"], w.iou_kind)
+        if w.kl == 0:
+            # The ground truth alone (the "direct" student): the teacher's forward, most of a CPU
+            # step, is skipped, so nothing of the teacher is logged either.
+            loss = w.iou * bl["iou_loss"] + w.l1 * bl["l1"]
+            return loss, {w.iou_kind: bl["iou_loss"], "l1": bl["l1"], "iou": bl["iou"]}
+        with torch.no_grad():
+            t_out = self.teacher(*x, softmax=True)
         kl = dense_to_sparse_kl(s_out, t_out)
         loss = w.iou * bl["iou_loss"] + w.l1 * bl["l1"] + w.kl * kl
         t_iou = box_losses(t_out["pred_boxes"], batch["search_box"], w.iou_kind)["iou"]

@@ -56,7 +56,7 @@ def plot(histories: dict[str, list[dict]], out: Path, title: str = "") -> Path:
                 x, y = zip(*s["val_auc"])
                 a2.plot(x, y, marker="o", label=name)
     a1.set(xlabel="samples seen", ylabel="training IoU (batch mean)", title="training IoU")
-    a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (12 seq., seed 1)", ylim=(0, 1))
+    a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (seed-1 eval-split sequences, 12 or 24)", ylim=(0, 1))
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
