@@ -4,17 +4,21 @@
 #
 # Here, before the lease:  mkdir -p .carry/cache && cp -r ~/.cache/edgetrack/photos .carry/cache/
 #                           (run with carry [".carry"]; .carry is git-ignored)
-# On the GPU machine:      bash training/gpu_lease.sh [RECIPE]   (results under $OUT)
+# On the GPU machine:      CAMPAIGN_LIMIT=555 bash training/gpu_lease.sh [RECIPE]   (results under $OUT;
+#                           timeout_s 595; the machine started in about 35 s on 2026-11-26)
+# A second call, if the lease has 6 minutes left (the machine stays warm 30 s: be quick):
+#   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
+#   CAMPAIGN_LIMIT=345 bash training/gpu_lease.sh training/recipes/default-mini-gpu-v4b.json   (timeout_s 370)
 # Back here:               the score head on the CPU, then release (see training/README.md):
-#   edgetrack train score --init $OUT/stage1.best.pth --synth 200 --steps 500 --batch-size 32 --threads 2 \
-#     --workers 2 --lr 5e-4 --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out runs/gpu2/final.pth
-#   python -m training.release runs/gpu2/final.pth -o models/...
+#   edgetrack train score --init $OUT/stage1b.best.pth --synth 200 --steps 500 --batch-size 32 --threads 2 \
+#     --workers 2 --lr 5e-4 --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out runs/gpuN/final.pth
+#   python -m training.release runs/gpuN/final.pth -o models/...
 #
 # If the run with crops on the GPU and fresh sequences made meanwhile fails before its first
 # stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of
 # sequences a stage: --device-crops off --synth-refresh 0), so a lease is not lost to a new path.
 set -uo pipefail
-RECIPE=${1:-training/recipes/default-mini-gpu-v3.json}
+RECIPE=${1:-training/recipes/default-mini-gpu-v4.json}
 OUT=${OUT:-/tmp/lease-out}
 mkdir -p "$OUT"
 export EDGETRACK_CACHE=${EDGETRACK_CACHE:-$PWD/.carry/cache}
