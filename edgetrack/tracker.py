@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,18 @@ def check_update_interval(value) -> int:
     return int(value)
 
 
+def check_search_factor(value) -> float:
+    """A search factor (search crop side / target size, the reference's ``search_area_scale``):
+    a finite number above the template factor's usual 2 is what makes sense; 1 or less is refused."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise EdgetrackError(f"search factor {value!r}: expected a number") from None
+    if not math.isfinite(f) or f <= 1.0:
+        raise EdgetrackError(f"search factor {value!r}: expected a number above 1 (search crop side / target size)")
+    return f
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -42,7 +55,8 @@ class Tracker:
     """Single-target MixFormerV2 tracker over an engine (an OpenVINO bundle by default)."""
 
     def __init__(self, model: str | Path | Bundle | Engine | None = None, device: str = "CPU",
-                 update_interval: int | None = None, inference_precision: str | None = None):
+                 update_interval: int | None = None, inference_precision: str | None = None,
+                 search_factor: float | None = None):
         if model is None:  # the bundled default model (models/default.json), built on first use
             from edgetrack.default_model import default_bundle
 
@@ -51,6 +65,8 @@ class Tracker:
             model = OpenVINOEngine(model, device=device, inference_precision=inference_precision)
         self.engine: Engine = model
         self.config = model.config
+        if search_factor is not None:  # the reference's test-time search_area_scale
+            self.config = replace(self.config, search_factor=check_search_factor(search_factor))
         self.update_interval = check_update_interval(
             self.config.update_interval if update_interval is None else update_interval)
         self.normalize = Normalizer(self.config.mean, self.config.std)

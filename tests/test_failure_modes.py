@@ -215,6 +215,10 @@ def test_eval_does_not_resume_with_another_model(tiny_bundle, tmp_path):
     assert run_eval(seqs, TrackerSpec("model", str(b2)), res).skipped == ["sq0", "sq1"]  # same tracker: resumed
     with pytest.raises(EdgetrackError, match="update_interval 200 there, 5 now"):
         run_eval(seqs, TrackerSpec("model", str(b2), update_interval=5), res)
+    default_sf = json.loads((b2 / "bundle.json").read_text())["search_factor"]
+    assert run_eval(seqs, TrackerSpec("model", str(b2), search_factor=default_sf), res).skipped == ["sq0", "sq1"]
+    with pytest.raises(EdgetrackError, match="search_factor .* there, 5.5 now"):
+        run_eval(seqs, TrackerSpec("model", str(b2), search_factor=5.5), res)
     with pytest.raises(EdgetrackError, match="device CPU there, AUTO now"):
         run_eval(seqs, TrackerSpec("model", str(b2), device="AUTO"), res)
     with pytest.raises(EdgetrackError, match="OpenCV kcf now"):
@@ -315,6 +319,17 @@ def test_run_refuses_a_frame_of_another_size(tiny_bundle, frames_dir, tmp_path):
 def test_run_options_out_of_range(tiny_bundle, frames_dir, args, expected):
     p = edgetrack("run", "-m", tiny_bundle.path, "--frames", frames_dir, "--init-box", INIT, "--no-display", *args)
     assert error_line(p) == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--update-interval", "0"], "error: --update-interval 0: expected 1 or more (frames between template updates)"),
+    (["--search-factor", "1"], "error: --search-factor 1.0: expected a number above 1 (search crop side / target size)"),
+])
+def test_eval_options_out_of_range(tiny_bundle, frames_dir, tmp_path, args, expected):
+    p = edgetrack("eval", "-m", tiny_bundle.path, "-d", f"folder:{tmp_path}", "-r", tmp_path / "res", *args)
+    assert error_line(p) == expected
+    assert error_line(edgetrack("eval", "-t", "kcf", "-d", f"folder:{tmp_path}", "-r", tmp_path / "res", *args)) == \
+        "error: --update-interval and --search-factor are for --model (a MixFormerV2 bundle)"
 
 
 def test_one_tracked_frame_prints_no_nan(tiny_bundle, frames_dir):

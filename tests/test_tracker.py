@@ -147,6 +147,23 @@ def test_track_before_init_and_bad_frame(tiny_bundle):
         t.init(frames[0].astype(np.float32), boxes[0])
 
 
+def test_search_factor_override(tiny_bundle):
+    """``search_factor`` (the reference's test-time search_area_scale) changes the search crop
+    around the same state, and nothing else; 1 or less is refused."""
+    frames, boxes = moving_square_frames(3)
+    crops = {}
+    for f in (None, 5.5):
+        t = Tracker(tiny_bundle.path, search_factor=f)
+        t.init(frames[0], boxes[0])
+        _, crops[f] = t.prepare(frames[1])
+        assert t.config.search_size == Tracker(tiny_bundle.path).config.search_size
+    default = Tracker(tiny_bundle.path).config.search_factor
+    assert crops[5.5].resize_factor * 5.5 == pytest.approx(crops[None].resize_factor * default)
+    for bad in (1.0, 0, float("nan"), "x"):
+        with pytest.raises(EdgetrackError, match="search factor"):
+            Tracker(tiny_bundle.path, search_factor=bad)
+
+
 def test_missing_device(tiny_bundle):
     import openvino as ov
 

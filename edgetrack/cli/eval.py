@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -37,6 +38,8 @@ def eval_cmd(
     sequences: Optional[str] = typer.Option(None, "--sequences", help="Only these sequences, comma separated."),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device for --model (CPU, GPU, ...)."),
     absent: str = typer.Option("score", "--absent", help=ABSENT_HELP),
+    update_interval: Optional[int] = typer.Option(None, "--update-interval", help="Frames between online template updates (default: the bundle's)."),
+    search_factor: Optional[float] = typer.Option(None, "--search-factor", help="Search crop side / target size (default: the bundle's; the reference tunes it per benchmark, e.g. 4.4 LaSOT, 4.55 TrackingNet for MixFormerV2-S)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Run every sequence again, replacing the results folder's results (also those of another tracker)."),
 ) -> None:
     """Run a tracker over a dataset, write pytracking-layout results, print a summary.
@@ -64,12 +67,18 @@ def eval_cmd(
 
         if tracker.lower() not in PEERS:
             raise EdgetrackError(f"--tracker {tracker!r}: expected one of {', '.join(sorted(PEERS))}")
+        if update_interval is not None or search_factor is not None:
+            raise EdgetrackError("--update-interval and --search-factor are for --model (a MixFormerV2 bundle)")
         spec = TrackerSpec("peer", tracker.lower(), device)
     else:
         assert model is not None
         if not model.is_dir():
             raise EdgetrackError(f"--model {model}: model bundle folder not found")
-        spec = TrackerSpec("model", str(model), device)
+        if update_interval is not None and update_interval < 1:
+            raise EdgetrackError(f"--update-interval {update_interval}: expected 1 or more (frames between template updates)")
+        if search_factor is not None and not (math.isfinite(search_factor) and search_factor > 1):
+            raise EdgetrackError(f"--search-factor {search_factor}: expected a number above 1 (search crop side / target size)")
+        spec = TrackerSpec("model", str(model), device, update_interval=update_interval, search_factor=search_factor)
     seqs = load_dataset(dataset, sequence_names(sequences))
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -41,6 +41,7 @@ class TrackerSpec:
     device: str = "CPU"
     update_interval: int | None = None  # None: the bundle's
     inference_precision: str | None = None  # None: f32 for FP32 bundles, the plugin's default otherwise
+    search_factor: float | None = None  # None: the bundle's
 
     @property
     def label(self) -> str:
@@ -56,7 +57,7 @@ class TrackerSpec:
             from edgetrack.tracker import Tracker
 
             return Tracker(Path(self.name), device=self.device, update_interval=self.update_interval,
-                           inference_precision=self.inference_precision)
+                           inference_precision=self.inference_precision, search_factor=self.search_factor)
         raise EdgetrackError(f"tracker kind {self.kind!r}: expected peer or model")
 
     def identity(self) -> dict:
@@ -72,10 +73,13 @@ class TrackerSpec:
         model = {k: meta[k] for k in BUNDLE_IDENTITY_KEYS if k in meta}
         digest = hashlib.sha256(json.dumps(model, sort_keys=True).encode()).hexdigest()
         precision = self.inference_precision or ("f32" if meta["precision"] == "fp32" else "plugin default")
-        return {"label": self.label, "kind": "model", "bundle": str(Path(self.name).resolve()),
-                "arch": meta["arch"], "bundle_precision": meta["precision"], "bundle_sha256": digest,
-                "device": self.device.strip().upper(), "inference_precision": precision,
-                "update_interval": int(self.update_interval or meta["update_interval"])}
+        ident = {"label": self.label, "kind": "model", "bundle": str(Path(self.name).resolve()),
+                 "arch": meta["arch"], "bundle_precision": meta["precision"], "bundle_sha256": digest,
+                 "device": self.device.strip().upper(), "inference_precision": precision,
+                 "update_interval": int(self.update_interval or meta["update_interval"])}
+        if self.search_factor is not None and float(self.search_factor) != float(meta["search_factor"]):
+            ident["search_factor"] = float(self.search_factor)  # only when it is not the bundle's (older folders have none)
+        return ident
 
 
 def track_sequence(tracker: Any, seq: Sequence, progress: FrameProgress | None = None,
