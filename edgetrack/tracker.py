@@ -36,8 +36,8 @@ def check_update_interval(value) -> int:
 
 
 def check_search_factor(value) -> float:
-    """A search factor (search crop side / target size, the reference's ``search_area_scale``):
-    a finite number above the template factor's usual 2 is what makes sense; 1 or less is refused."""
+    """A search factor (search crop side / target size, the reference's ``search_area_scale``)
+    as a float; it must be finite and above 1 (a crop no larger than the target finds nothing)."""
     try:
         f = float(value)
     except (TypeError, ValueError):
