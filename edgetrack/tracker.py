@@ -35,15 +35,16 @@ def check_update_interval(value) -> int:
     return int(value)
 
 
-def check_search_factor(value) -> float:
+def check_search_factor(value, name: str = "search factor") -> float:
     """A search factor (search crop side / target size, the reference's ``search_area_scale``)
-    as a float; it must be finite and above 1 (a crop no larger than the target finds nothing)."""
+    as a float; it must be finite and above 1 (a crop no larger than the target finds nothing).
+    ``name`` starts the error message (``--search-factor`` for the command line)."""
     try:
         f = float(value)
     except (TypeError, ValueError):
-        raise EdgetrackError(f"search factor {value!r}: expected a number") from None
+        raise EdgetrackError(f"{name} {value!r}: expected a number") from None
     if not math.isfinite(f) or f <= 1.0:
-        raise EdgetrackError(f"search factor {value!r}: expected a number above 1 (search crop side / target size)")
+        raise EdgetrackError(f"{name} {value!r}: expected a number above 1 (search crop side / target size)")
     return f
 
 

@@ -325,7 +325,7 @@ def test_run_options_out_of_range(tiny_bundle, frames_dir, args, expected):
     (["--update-interval", "0"], "error: --update-interval 0: expected 1 or more (frames between template updates)"),
     (["--search-factor", "1"], "error: --search-factor 1.0: expected a number above 1 (search crop side / target size)"),
 ])
-def test_eval_options_out_of_range(tiny_bundle, frames_dir, tmp_path, args, expected):
+def test_eval_options_out_of_range(tiny_bundle, tmp_path, args, expected):
     p = edgetrack("eval", "-m", tiny_bundle.path, "-d", f"folder:{tmp_path}", "-r", tmp_path / "res", *args)
     assert error_line(p) == expected
     assert error_line(edgetrack("eval", "-t", "kcf", "-d", f"folder:{tmp_path}", "-r", tmp_path / "res", *args)) == \

@@ -48,6 +48,13 @@ def sequence_names(sequences: Optional[str]) -> Optional[list[str]]:
     return names
 
 
+def check_update_interval_option(update_interval: Optional[int]) -> Optional[int]:
+    """``--update-interval`` of ``run`` and ``eval``: None (the bundle's) or 1 or more."""
+    if update_interval is not None and update_interval < 1:
+        raise EdgetrackError(f"--update-interval {update_interval}: expected 1 or more (frames between template updates)")
+    return update_interval
+
+
 def check_absent(absent: str) -> str:
     """``--absent``: one of the scoring policies of absent frames."""
     from edgetrack.metrics import ABSENT_POLICIES

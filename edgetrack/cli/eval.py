@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from edgetrack.cli._common import ABSENT_HELP, check_absent, dataset_option, sequence_names
+from edgetrack.cli._common import (ABSENT_HELP, check_absent, check_update_interval_option, dataset_option,
+                                   sequence_names)
 from edgetrack.errors import EdgetrackError
 from edgetrack.io import write_json_atomic
 
@@ -74,11 +74,11 @@ def eval_cmd(
         assert model is not None
         if not model.is_dir():
             raise EdgetrackError(f"--model {model}: model bundle folder not found")
-        if update_interval is not None and update_interval < 1:
-            raise EdgetrackError(f"--update-interval {update_interval}: expected 1 or more (frames between template updates)")
-        if search_factor is not None and not (math.isfinite(search_factor) and search_factor > 1):
-            raise EdgetrackError(f"--search-factor {search_factor}: expected a number above 1 (search crop side / target size)")
-        spec = TrackerSpec("model", str(model), device, update_interval=update_interval, search_factor=search_factor)
+        from edgetrack.tracker import check_search_factor
+
+        spec = TrackerSpec("model", str(model), device, update_interval=check_update_interval_option(update_interval),
+                           search_factor=None if search_factor is None else check_search_factor(search_factor,
+                                                                                                "--search-factor"))
     seqs = load_dataset(dataset, sequence_names(sequences))
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from edgetrack.cli._common import check_update_interval_option
 from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import Box
 
@@ -75,8 +76,7 @@ def run_cmd(
 
     # every option is checked before the model is loaded or a frame is read
     boxes = [parse_box(b) for b in init_box]
-    if update_interval is not None and update_interval < 1:
-        raise EdgetrackError(f"--update-interval {update_interval}: expected 1 or more (frames between template updates)")
+    check_update_interval_option(update_interval)
     if max_frames is not None and max_frames < 1:
         raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
     n_sources = len(camera) + len(video) + len(frames)
