@@ -469,6 +469,31 @@ def test_resume_continues_where_it_stopped(seqs, tmp_path):
         assert torch.allclose(v, m2.state_dict()[k], atol=1e-6), k
 
 
+def test_a_nan_loss_stops_the_run_before_it_is_checkpointed(seqs, tmp_path):
+    """The loss is read back only when logged or checkpointed (no wait for the GPU every step),
+    yet a non-finite loss still stops the run before the weights it spoilt are saved."""
+    from training.train import Schedule, param_groups, resume_path, run_steps
+
+    ds = TripletDataset(seqs, get_config("mixformerv2-tiny"), SamplerConfig(), seed=1)
+    torch.manual_seed(0)
+    model = build_model("mixformerv2-tiny")
+
+    def step(b, k):
+        o = model(b["template"], b["online_template"], b["search"])
+        loss = o["pred_boxes"].sub(b["search_box"][:, None]).abs().mean()
+        return (loss * float("nan") if k == 2 else loss), {"boxes": o["pred_boxes"].mean()}
+
+    sched = Schedule(steps=6, batch_size=2, checkpoint_every=2, log_every=5)
+    out = tmp_path / "run.pth"
+    # step 3's NaN reaches the weights, so step 4's loss is NaN too
+    with pytest.raises(FloatingPointError, match=r"not finite in 2 of steps 3\.\.4"):
+        run_steps(model, lambda k: ds.batch(range(2 * k, 2 * k + 2)), step, sched, out, "s",
+                  param_groups(model, sched))
+    saved = torch.load(resume_path(out), weights_only=True)
+    assert saved["step"] == 2  # the checkpoint of step 4 was not written
+    assert all(torch.isfinite(v).all() for v in saved["net"].values())
+
+
 def test_final_checkpoint_converts_and_tracks(chain, tmp_path):
     from conversion.export import convert_checkpoint
     from edgetrack.tracker import Tracker

@@ -497,14 +497,27 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 CROPS = ("template", "online_template", "search")
 
 
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _on_device(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """A float32 constant on ``device``, copied there once: a copy from host memory each step
+    makes the host wait for the GPU (PyTorch synchronises after a copy from pageable memory)."""
+    key = (values, str(device))
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = torch.tensor(values, dtype=torch.float32, device=device)
+    return t
+
+
 def normalize_batch(batch: dict[str, torch.Tensor], mean, std) -> dict[str, torch.Tensor]:
     """uint8 crops -> float32 as the runtime's normaliser does (``v / 255``), times the sample's
     brightness of its group (templates, search) clipped to [0, 1], then ImageNet mean/std.
     Runs where ``batch`` lies (the CPU, or the GPU after an uint8 copy)."""
     out = {k: v for k, v in batch.items() if k != "brightness"}
     dev = batch["search"].device
-    m = torch.as_tensor(np.asarray(mean, dtype=np.float32), device=dev).view(1, 3, 1, 1)
-    sd = torch.as_tensor(np.asarray(std, dtype=np.float32), device=dev).view(1, 3, 1, 1)
+    m = _on_device(tuple(float(v) for v in mean), dev).view(1, 3, 1, 1)
+    sd = _on_device(tuple(float(v) for v in std), dev).view(1, 3, 1, 1)
     bright = batch["brightness"].to(dev)
     for k in CROPS:
         x = batch[k].float() / 255.0
@@ -592,7 +605,7 @@ class DeviceFrames:
             for c, vc, wx in ((c0, vc0, 1 - fx), (c1, vc1, fx)):
                 w = (wy[:, :, None] * wx[:, None, :]) * (vr[:, :, None] & vc[:, None, :])
                 out += flat[base + r[:, :, None] * self.W + c[:, None, :]].to(torch.float32) * w[..., None]
-        g = out @ torch.tensor([0.299, 0.587, 0.114], device=self.device)
+        g = out @ _on_device((0.299, 0.587, 0.114), self.device)
         out = torch.where(gray[:, None, None, None], g[..., None].expand_as(out), out)
         return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
 

@@ -48,7 +48,8 @@ def _proper(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """(pairs where both boxes have an area, pred and gt with the other pairs replaced by a unit
     box, so that no NaN reaches the gradient through the masked branch)."""
     ok = (pred[:, 2] > pred[:, 0]) & (pred[:, 3] > pred[:, 1]) & (gt[:, 2] > gt[:, 0]) & (gt[:, 3] > gt[:, 1])
-    unit = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=pred.dtype, device=pred.device)
+    # made on the device: a host-made tensor would make the host wait for the GPU (a copy from pageable memory)
+    unit = torch.arange(4, device=pred.device).ge(2).to(pred.dtype)
     return ok, torch.where(ok[:, None], pred, unit), torch.where(ok[:, None], gt, unit)
 
 

@@ -229,7 +229,20 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
     model.train()
     t0, seen = time.perf_counter(), 0
     clock = t0 - spent  # training time = now - clock (validation time is added to clock)
-    running: dict[str, float] = {}
+    # The step's numbers stay on the device until they are logged: reading one back each step
+    # (``float(t)``, ``if not isfinite``) makes the host wait for the GPU every step, so a small
+    # model's kernels are launched and run in turn instead of the host queueing ahead.
+    running: dict[str, torch.Tensor] = {}
+    nonfinite = torch.zeros((), dtype=torch.int64, device=device)  # steps with a NaN/inf loss
+    checked = start  # steps up to here are known to have finite losses
+    logged: dict[str, float] = {}  # the last logged numbers (for ``progress``)
+
+    def check_finite(upto: int) -> None:
+        nonlocal checked
+        if int(nonfinite) > 0:  # before any checkpoint of weights that a NaN step may have spoilt
+            raise FloatingPointError(f"{stage}: the loss was not finite in {int(nonfinite)} of steps {checked + 1}..{upto}")
+        checked = upto
+
     stop = sched.steps if sched.max_steps is None else min(sched.steps, start + sched.max_steps)
     timed = sched.time_budget is not None
     for k in range(start, stop):
@@ -245,8 +258,7 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
         with autocast():
             loss, stats = step_fn(batch, k, net=net) if net is not model else step_fn(batch, k)
         loss = loss.float()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{stage}: loss is {loss.item()} at step {k}")
+        nonfinite += (~torch.isfinite(loss.detach())).to(torch.int64)
         opt.zero_grad(set_to_none=True)
         scaled = loss * share if dist_on else loss
         if scaler is not None:
@@ -261,10 +273,11 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             scaler.update()
         else:
             opt.step()
-        stats = {"loss": loss, **stats}
-        stats = {n: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for n, v in stats.items()}
-        for name, v in stats.items():
-            running[name] = running.get(name, 0.0) + float(v) * (hi - lo if dist_on else 1)
+        weight = hi - lo if dist_on else 1
+        for name, v in {"loss": loss, **stats}.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            v = v.to(device) * weight
+            running[name] = running[name] + v if name in running else v
         seen += 1
         done = k + 1
         elapsed = time.perf_counter() - clock
@@ -272,13 +285,15 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             elapsed = distributed.agree(elapsed, device)
         last = done == stop or (timed and elapsed >= sched.time_budget)
         if done % sched.log_every == 0 or last:
+            check_finite(done)
+            names = sorted(running)
+            sums = dict(zip(names, torch.stack([running[n] for n in names]).tolist()))  # one read-back
             # the batch means of every rank's numbers, weighted by its share: what one process logs
             if dist_on:
-                names = sorted(running)
-                running = dict(zip(names, distributed.sum_all([running[n] for n in names], device)))
-                running = {n: v / sched.batch_size for n, v in running.items()}
-            rec = {"stage": stage, "step": done, "lr": opt.param_groups[0]["lr"],
-                   **{n: v / seen for n, v in running.items()},
+                sums = dict(zip(names, distributed.sum_all([sums[n] for n in names], device)))
+                sums = {n: v / sched.batch_size for n, v in sums.items()}
+            logged = {n: v / seen for n, v in sums.items()}
+            rec = {"stage": stage, "step": done, "lr": opt.param_groups[0]["lr"], **logged,
                    "sec_per_step": (time.perf_counter() - t0) / seen,
                    "samples": done * sched.batch_size,
                    "samples_per_sec": seen * sched.batch_size / max(time.perf_counter() - t0, 1e-9),
@@ -288,9 +303,10 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
                      "  ".join(f"{n} {v:.4g}" for n, v in rec.items() if n not in ("stage", "step", "samples")))
             running, seen, t0 = {}, 0, time.perf_counter()
         if progress is not None:
-            progress(done, sched.steps, stats)
+            progress(done, sched.steps, logged)
         if validation is not None and validation.every > 0 and done >= validation.start and (
                 done % validation.every == 0 or last):
+            check_finite(done)
             t_val = time.perf_counter()
             if main:  # rank 0 validates and keeps the best; the others wait at the barrier
                 v = validation.run(model)
@@ -314,6 +330,7 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
                 log.info("%s: stopped after %d steps (max steps), %d of %d done", stage, done - start, done, sched.steps)
             break
         if done % sched.checkpoint_every == 0 and main:
+            check_finite(done)
             save_atomic({"net": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
                          "step": done, "resume_steps": sched.steps, "history": history, "best_auc": best_auc,
                          "elapsed": time.perf_counter() - clock, "schedule": asdict(sched), **(extra or {})}, rpath)
