@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import crop_window
@@ -494,6 +495,68 @@ def test_a_nan_loss_stops_the_run_before_it_is_checkpointed(seqs, tmp_path):
     assert all(torch.isfinite(v).all() for v in saved["net"].values())
 
 
+def test_weight_average_is_what_validation_and_the_end_see(tmp_path):
+    """``Schedule.ema``: the average follows min(ema, (1+k)/(10+k)) of the weights after each
+    step; validation and its best checkpoint see it, training goes on from the raw weights, the
+    model ends holding it, and a resumed run continues it exactly."""
+    from training.train import Schedule, Validation, param_groups, resume_path, run_steps
+
+    data = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Linear(4, 2)
+
+    def run(model, out, fail_at=None, seen=None):
+        def step(b, k):
+            if k == fail_at:
+                raise KeyboardInterrupt
+            return model(b).pow(2).mean() + model.bias.sub(1).pow(2).sum(), {}
+
+        def validate(m):
+            if seen is not None:
+                seen.append(m.weight.detach().clone())
+            return {"val_auc": -float(m.bias.detach().sub(1).abs().sum())}
+
+        sched = Schedule(steps=6, batch_size=2, lr=0.1, weight_decay=0, grad_clip=0, lr_schedule="constant",
+                         checkpoint_every=2, log_every=1, ema=0.8)
+        val = Validation(validate, every=3, checkpoint=lambda h: {"net": model.state_dict()})
+        return run_steps(model, lambda k: data[k:k + 2], step, sched, out, "s", param_groups(model, sched),
+                         validation=val)
+
+    # the expected average, from plain steps with the same optimiser
+    raw = make()
+    opt = torch.optim.AdamW(raw.parameters(), lr=0.1, weight_decay=0)
+    avg = [p.detach().clone() for p in raw.parameters()]
+    averages = []
+    for k in range(6):
+        loss = raw(data[k:k + 2]).pow(2).mean() + raw.bias.sub(1).pow(2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        d = min(0.8, (1 + k) / (10 + k))
+        avg = [a * d + p.detach() * (1 - d) for a, p in zip(avg, raw.parameters())]
+        averages.append(avg)
+
+    seen = []
+    m = make()
+    run(m, tmp_path / "a.pth", seen=seen)
+    assert [torch.allclose(s, averages[k][0], atol=1e-6) for s, k in zip(seen, (2, 5))] == [True, True]
+    assert torch.allclose(m.weight, averages[5][0], atol=1e-6) and torch.allclose(m.bias, averages[5][1], atol=1e-6)
+    assert not torch.allclose(averages[5][0], raw.weight, atol=1e-3)  # the average is not the raw weights
+    best = torch.load(tmp_path / "a.best.pth", weights_only=True)["net"]
+    assert any(torch.allclose(best["weight"], averages[k][0], atol=1e-6) for k in (2, 5))
+
+    out = tmp_path / "b.pth"
+    with pytest.raises(KeyboardInterrupt):
+        run(make(), out, fail_at=3)
+    saved = torch.load(resume_path(out), weights_only=True)
+    assert torch.allclose(saved["ema"]["weight"], averages[1][0], atol=1e-6)
+    m2 = make()
+    run(m2, out)
+    assert torch.allclose(m2.weight, averages[5][0], atol=1e-6)
+
+
 def test_final_checkpoint_converts_and_tracks(chain, tmp_path):
     from conversion.export import convert_checkpoint
     from edgetrack.tracker import Tracker
@@ -525,6 +588,7 @@ def edgetrack(*args):
     (["train", "teacher", "--synth", "2", "--steps", "0", "--out", "x.pth"], "--steps 0"),
     (["train", "teacher", "--synth", "2", "--synth-refresh", "-5", "--out", "x.pth"], "--synth-refresh -5"),
     (["train", "teacher", "--data", "folder:/nope", "--synth-refresh", "64", "--out", "x.pth"], "give --synth N"),
+    (["train", "teacher", "--synth", "2", "--ema", "1.5", "--out", "x.pth"], "--ema 1.5: expected a decay"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, msg, tmp_path):
     p = edgetrack(*[str(tmp_path / a) if a == "x.pth" else a for a in args])

@@ -14,6 +14,7 @@ so the batches are the same whatever the number of processes.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -61,6 +62,10 @@ class Schedule:
     # stop after this many steps of this call (a dry run measuring throughput); the lr
     # schedule still spans ``steps``
     max_steps: int | None = None
+    # exponential moving average of the weights (decay per step; 0: off). Validation, the best
+    # checkpoint and the stage's result are the averaged weights; training goes on from the raw
+    # ones. The decay ramps up as min(ema, (1 + k) / (10 + k)) at step k.
+    ema: float = 0.0
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
@@ -74,6 +79,8 @@ class Schedule:
             raise ValueError(f"workers {self.workers} and time budget {self.time_budget}: expected >= 0 and > 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max steps {self.max_steps}: expected >= 1")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema {self.ema}: expected a decay in [0, 1) (0: off)")
 
     def lr_factor(self, step: int, elapsed: float = 0.0) -> float:
         """Multiplier of the base learning rate at ``step`` (0-based), ``elapsed`` seconds into
@@ -158,6 +165,43 @@ def best_path(out: Path) -> Path:
     return out.with_name(out.stem + ".best" + (out.suffix or ".pth"))
 
 
+class WeightAverage:
+    """An exponential moving average of ``model``'s floating-point parameters and buffers
+    (``Schedule.ema``), kept on the model's device and updated in one fused call a step."""
+
+    def __init__(self, model: nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None):
+        self.decay = float(decay)
+        # the model's own tensors (its parameters are updated in place, so these stay its weights)
+        named = {n: t.detach() for n, t in model.state_dict().items() if t.is_floating_point()}
+        self.names, self.live = list(named), list(named.values())
+        self.avg = [t.clone() for t in self.live]
+        if state is not None:
+            missing = set(self.names) - set(state)
+            if missing:
+                raise KeyError(f"weight average: no {sorted(missing)[:3]} in the saved average")
+            torch._foreach_copy_(self.avg, [state[n].to(t.device) for n, t in zip(self.names, self.avg)])
+
+    def update(self, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.avg, self.live, 1.0 - d)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.avg))
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the block, its own ones again after."""
+        saved = [t.clone() for t in self.live]
+        torch._foreach_copy_(self.live, self.avg)
+        try:
+            yield
+        finally:
+            torch._foreach_copy_(self.live, saved)
+
+    def copy_to_model(self) -> None:
+        torch._foreach_copy_(self.live, self.avg)
+
+
 @dataclass
 class Validation:
     """Validation inside the loop: ``run(model)`` -> numbers (``val_auc`` among them) every
@@ -179,7 +223,8 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
     ``checkpoint_every`` steps the model, optimiser and history go to ``resume_path(out)``
     (atomically); a later call picks up from there. With ``validation``, the tracker runs over
     the validation sequences every ``validation.every`` steps and the best checkpoint by AUC is
-    kept beside ``out``. Returns the history (one record per logged step, plus one per validation).
+    kept beside ``out``. With ``sched.ema`` the validation, the best checkpoint and the model
+    at the end hold the weight average (:class:`WeightAverage`). Returns the history (one record per logged step, plus one per validation).
 
     Under ``torchrun`` the model trains in DistributedDataParallel: ``step_fn`` is then called as
     ``step_fn(batch, k, net=wrapped)`` and must run its forward through ``net``; ``batches`` makes
@@ -212,9 +257,11 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
     start, spent = 0, 0.0  # spent: training seconds before this call (resumed runs)
     best_auc = -1.0
     rpath = resume_path(out)
+    saved_avg = None
     if resume and rpath.is_file():
         state = read_checkpoint(rpath)
         if state.get("stage") == stage and state.get("resume_steps") == sched.steps:
+            saved_avg = state.get("ema")
             model.load_state_dict(state["net"])
             model.to(device)
             opt.load_state_dict(state["optimizer"])
@@ -224,6 +271,11 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             log.info("%s: resuming at step %d of %d from %s", stage, start, sched.steps, rpath)
         else:
             log.warning("%s: ignoring %s (another stage or schedule)", stage, rpath)
+    avg = None
+    if sched.ema > 0:
+        if start and saved_avg is None:
+            log.warning("%s: %s holds no weight average; it starts from the resumed weights", stage, rpath)
+        avg = WeightAverage(model, sched.ema, saved_avg)
     net = distributed.wrap(model, device)
     distributed.barrier()  # every rank has read the resume file before rank 0 may replace it
     model.train()
@@ -273,6 +325,8 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             scaler.update()
         else:
             opt.step()
+        if avg is not None:
+            avg.update(k)
         weight = hi - lo if dist_on else 1
         for name, v in {"loss": loss, **stats}.items():
             v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
@@ -309,14 +363,15 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             check_finite(done)
             t_val = time.perf_counter()
             if main:  # rank 0 validates and keeps the best; the others wait at the barrier
-                v = validation.run(model)
-                model.train()
-                rec = {"stage": stage, "step": done, **v}
-                history.append(rec)
-                improved = v["val_auc"] > best_auc
-                if improved:
-                    best_auc = v["val_auc"]
-                    save_atomic(validation.checkpoint(history), best_path(out))
+                with avg.applied() if avg is not None else contextlib.nullcontext():  # the average is what is kept
+                    v = validation.run(model)
+                    model.train()
+                    rec = {"stage": stage, "step": done, **v}
+                    history.append(rec)
+                    improved = v["val_auc"] > best_auc
+                    if improved:
+                        best_auc = v["val_auc"]
+                        save_atomic(validation.checkpoint(history), best_path(out))
                 log.info("%s step %d/%d  validation AUC %.4f (best %.4f%s)  P@20 %.4f  %.0f s", stage, done,
                          sched.steps, v["val_auc"], best_auc, ", saved" if improved else "",
                          v.get("val_p20", float("nan")), time.perf_counter() - t_val)
@@ -333,7 +388,10 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             check_finite(done)
             save_atomic({"net": model.state_dict(), "optimizer": opt.state_dict(), "stage": stage,
                          "step": done, "resume_steps": sched.steps, "history": history, "best_auc": best_auc,
-                         "elapsed": time.perf_counter() - clock, "schedule": asdict(sched), **(extra or {})}, rpath)
+                         "elapsed": time.perf_counter() - clock, "schedule": asdict(sched),
+                         **({"ema": avg.state_dict()} if avg is not None else {}), **(extra or {})}, rpath)
+    if avg is not None:  # the stage's result is the average
+        avg.copy_to_model()
     close = getattr(batches, "close", None)
     if close is not None:
         close()

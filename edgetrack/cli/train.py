@@ -73,12 +73,14 @@ def _check(opts: dict) -> None:
         raise EdgetrackError(f"--lr {opts['lr']}: expected a positive learning rate")
     if opts.get("time_budget") is not None and not opts["time_budget"] > 0:
         raise EdgetrackError(f"--time-budget {opts['time_budget']}: expected a positive number of seconds")
+    if opts.get("ema") is not None and not 0 <= opts["ema"] < 1:
+        raise EdgetrackError(f"--ema {opts['ema']}: expected a decay in [0, 1) (0 = off)")
     if opts.get("synth") is not None and opts["synth"] < 1:
         raise EdgetrackError(f"--synth {opts['synth']}: expected at least 1 sequence")
 
 
 SCHEDULE_FLAGS = ("steps", "batch_size", "lr", "seed", "threads", "log_every", "checkpoint_every", "backbone_lr_mult",
-                  "grad_clip", "warmup_steps", "lr_schedule", "device", "amp", "workers", "time_budget")
+                  "grad_clip", "warmup_steps", "lr_schedule", "device", "amp", "workers", "time_budget", "ema")
 CLI_DEFAULTS = {"steps": 1000, "batch_size": 16, "seed": 0, "device": "cpu", "workers": 0, "log_every": 10,
                 "checkpoint_every": 200}
 
@@ -131,6 +133,8 @@ def train_cmd(
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Gradient-norm clip (reference 0.1; 0 = off)."),
     warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", help="Linear lr warm-up steps (default 0)."),
     lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", help="step (reference) | cosine | constant."),
+    ema: Optional[float] = typer.Option(None, "--ema", help="Average the weights with this decay per step (e.g. "
+                                        "0.999; 0 = off, the default): validation, OUT.best.pth and OUT hold the average."),
     search_jitter: Optional[float] = typer.Option(None, "--search-jitter", help="Search centre jitter (reference 4.5)."),
     search_jitter_start: Optional[float] = typer.Option(None, "--search-jitter-start", help="Curriculum: the jitter "
                                                         "at step 0, growing linearly to --search-jitter over --jitter-ramp steps."),
