@@ -228,11 +228,14 @@ class Draw:
 
 
 def _jitter(rng: np.random.Generator, box: Box, center: float, scale: float) -> Box:
+    # scalar arithmetic on the two draws (numpy arrays of two cost more than the draws here)
     x, y, w, h = box
-    size = np.array([w, h]) * np.exp(rng.standard_normal(2) * scale)
-    max_offset = math.sqrt(size[0] * size[1]) * center
-    c = np.array([x + 0.5 * w, y + 0.5 * h]) + max_offset * (rng.random(2) - 0.5)
-    return (float(c[0] - 0.5 * size[0]), float(c[1] - 0.5 * size[1]), float(size[0]), float(size[1]))
+    gw, gh = rng.standard_normal(2).tolist()
+    sw, sh = w * math.exp(gw * scale), h * math.exp(gh * scale)
+    max_offset = math.sqrt(sw * sh) * center
+    ux, uy = rng.random(2).tolist()
+    cx, cy = x + 0.5 * w + max_offset * (ux - 0.5), y + 0.5 * h + max_offset * (uy - 0.5)
+    return (float(cx - 0.5 * sw), float(cy - 0.5 * sh), float(sw), float(sh))
 
 
 def _flip_box(box: Box, width: int) -> Box:
@@ -314,7 +317,8 @@ class TripletDataset(Dataset):
         ids = np.arange(lo, hi)
         if want is not None:
             ids = ids[visible[lo:hi] == want]
-        return int(rng.choice(ids)) if len(ids) else None
+        # ids[integers(n)] is the draw rng.choice(ids) makes, at half its cost
+        return int(ids[rng.integers(len(ids))]) if len(ids) else None
 
     def _causal_ids(self, rng, visible) -> tuple[list[int], int] | None:
         gap = self.sampler.max_gap
