@@ -617,10 +617,14 @@ class DeviceFrames:
         """A :meth:`TripletDataset.plan_batch` plan (on this device) -> what ``raw_batch`` gives."""
         frame = self.offsets[plan["frame_seq"]] + plan["frame_id"]
         out = {k: plan[k] for k in ("brightness", "search_box", "label")}
-        for k, name in enumerate(CROPS):
-            size = search_size if k == 2 else template_size
-            out[name] = self.crop(frame[:, k], plan["window"][:, k], plan["flip"], plan["gray"],
-                                  plan["crop_flip"][:, 0 if k < 2 else 1], size)
+        # the two templates in one call (one set of kernels for 2B crops: a small model's step
+        # on a GPU is bound by kernel launches), then the search crop
+        n, twice = len(frame), lambda t: torch.cat([t, t])
+        templates = self.crop(frame[:, :2].T.reshape(-1), plan["window"][:, :2].transpose(0, 1).reshape(-1, 3),
+                              twice(plan["flip"]), twice(plan["gray"]), twice(plan["crop_flip"][:, 0]), template_size)
+        out[CROPS[0]], out[CROPS[1]] = templates[:n], templates[n:]
+        out[CROPS[2]] = self.crop(frame[:, 2], plan["window"][:, 2], plan["flip"], plan["gray"],
+                                  plan["crop_flip"][:, 1], search_size)
         return out
 
 
