@@ -567,11 +567,12 @@ class DeviceFrames:
         shapes = {f.shape for s in sequences for f in s.frames}
         return len(shapes) == 1 and len(next(iter(shapes))) == 3
 
-    def _axis(self, start: torch.Tensor, side: torch.Tensor, flip: torch.Tensor, limit: int, size: int,
+    def _axis(self, start: torch.Tensor, side: torch.Tensor, flip: torch.Tensor, limit: torch.Tensor, size: int,
               flip_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Along one axis, for each sample (B) and output position (size): the two source
+        """Along one axis, for each row n (N) and output position (size): the two source
         indices in the stored frame, the weight of the second, and whether each is image
-        (not padding)."""
+        (not padding). ``limit`` (N, 1) is the frame's extent along the row's axis, so the rows
+        and the columns of a batch of crops go through one call."""
         u = torch.arange(size, device=self.device, dtype=torch.float64) + 0.5
         side_f = side.to(torch.float64)[:, None]
         src = u[None] * (side_f / size) - 0.5
@@ -583,11 +584,12 @@ class DeviceFrames:
         s1 = torch.minimum(s0 + 1, side_f - 1)
         st = start[:, None]
         hi = torch.where(st + side[:, None] >= limit, limit - 1, limit)  # the reference's padding quirk
+        last = limit - 1
         idx = []
         for s in (s0, s1):
             c = st + s.to(torch.int64)
             valid = (c >= 0) & (c < hi)
-            c = torch.where(flip[:, None], limit - 1 - c, c).clamp_(0, limit - 1)
+            c = torch.minimum(torch.where(flip[:, None], last - c, c).clamp_(min=0), last)
             idx.append((c, valid))
         (c0, v0), (c1, v1) = idx
         f = f.to(torch.float32)
@@ -597,21 +599,41 @@ class DeviceFrames:
 
     def crop(self, frame: torch.Tensor, window: torch.Tensor, flip: torch.Tensor, gray: torch.Tensor,
              crop_flip: torch.Tensor, size: int) -> torch.Tensor:
-        """(B, 3, size, size) uint8 crops of stored frames ``frame`` (B,) at ``window`` (B, 3)."""
+        """(B, 3, size, size) uint8 crops of stored frames ``frame`` (B,) at ``window`` (B, 3).
+
+        Few kernels for many pixels (a small model's GPU step is bound by kernel launches): the
+        rows and the columns in one :meth:`_axis` call, and the four bilinear taps of every
+        output pixel gathered in one indexing; the taps are summed in the order of the
+        one-tap-at-a-time loop this replaced, so the crops are the same to the bit."""
         x1, y1, side = window.unbind(1)
+        B = len(frame)
         no = torch.zeros_like(flip)
-        r0, r1, fy, vr0, vr1 = self._axis(y1, side, no, self.H, size, no)
-        c0, c1, fx, vc0, vc1 = self._axis(x1, side, flip, self.W, size, crop_flip)
-        flat = self.frames.view(-1, 3)
-        base = frame[:, None, None] * (self.H * self.W)
-        out = torch.zeros((len(frame), size, size, 3), dtype=torch.float32, device=self.device)
-        for r, vr, wy in ((r0, vr0, 1 - fy), (r1, vr1, fy)):
-            for c, vc, wx in ((c0, vc0, 1 - fx), (c1, vc1, fx)):
-                w = (wy[:, :, None] * wx[:, None, :]) * (vr[:, :, None] & vc[:, None, :])
-                out += flat[base + r[:, :, None] * self.W + c[:, None, :]].to(torch.float32) * w[..., None]
+        limit = self._limits(B)
+        c0, c1, f, v0, v1 = self._axis(torch.cat([y1, x1]), torch.cat([side, side]), torch.cat([no, flip]), limit,
+                                       size, torch.cat([no, crop_flip]))
+        # (B, size, 2): the two taps of each output row (r) and column (c), their weights and validity
+        r, c = torch.stack([c0[:B], c1[:B]], -1), torch.stack([c0[B:], c1[B:]], -1)
+        wr, wc = torch.stack([1 - f[:B], f[:B]], -1), torch.stack([1 - f[B:], f[B:]], -1)
+        vr, vc = torch.stack([v0[:B], v1[:B]], -1), torch.stack([v0[B:], v1[B:]], -1)
+        # (B, size, size, 2, 2): output row, output column, row tap, column tap
+        w = (wr[:, :, None, :, None] * wc[:, None, :, None, :]) * (vr[:, :, None, :, None] & vc[:, None, :, None, :])
+        at = (frame[:, None, None, None, None] * (self.H * self.W) + r[:, :, None, :, None] * self.W
+              + c[:, None, :, None, :])
+        taps = self.frames.view(-1, 3)[at].to(torch.float32) * w[..., None]  # (B, size, size, 2, 2, 3)
+        out = ((taps[:, :, :, 0, 0] + taps[:, :, :, 0, 1]) + taps[:, :, :, 1, 0]) + taps[:, :, :, 1, 1]
         g = out @ _on_device((0.299, 0.587, 0.114), self.device)
         out = torch.where(gray[:, None, None, None], g[..., None].expand_as(out), out)
         return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 3, 1, 2).contiguous()
+
+    def _limits(self, B: int) -> torch.Tensor:
+        """(2B, 1) int64: the frame height for the first B rows of an :meth:`_axis` call, the
+        width for the last B (made on the device, cached per B)."""
+        cache = self.__dict__.setdefault("_limit_cache", {})
+        t = cache.get(B)
+        if t is None:
+            t = cache[B] = torch.cat([torch.full((B, 1), self.H, dtype=torch.int64),
+                                      torch.full((B, 1), self.W, dtype=torch.int64)]).to(self.device)
+        return t
 
     def batch(self, plan: dict[str, torch.Tensor], template_size: int, search_size: int) -> dict[str, torch.Tensor]:
         """A :meth:`TripletDataset.plan_batch` plan (on this device) -> what ``raw_batch`` gives."""
