@@ -57,6 +57,41 @@ def test_split_forward_equals_full_forward(arch, make_checkpoint):
         torch.testing.assert_close(split[k], full[k], atol=2e-5, rtol=0)
 
 
+@pytest.mark.parametrize("arch", ["mixformerv2-s", "mixformerv2-tiny"])
+def test_training_attention_is_the_mixed_attention(arch, make_checkpoint):
+    """In training mode the mixed attention is one masked fused attention: the same outputs and
+    gradients as the reference's two attentions (evaluation mode), to rounding; and a template
+    token still cannot see the search tokens."""
+    torch.manual_seed(3)
+    model = load_official_checkpoint(make_checkpoint(arch, 1000), arch) if arch == "mixformerv2-s" else build_model(arch)
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(5)
+    z, oz = (torch.randn(2, 3, cfg.template_size, cfg.template_size, generator=g) for _ in range(2))
+    x = torch.randn(2, 3, cfg.search_size, cfg.search_size, generator=g)
+    key = "pred_boxes"
+    outs, grads = [], []
+    for training in (False, True):
+        model.train(training)
+        model.zero_grad()
+        out = model(z, oz, x)[key]
+        out.sum().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(outs[1], outs[0], atol=2e-5, rtol=0)
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-4, rtol=1e-3)
+    blk = model.backbone.blocks[0].attn
+    n_t = 2 * cfg.feat_sz_t ** 2
+    tokens = torch.randn(1, n_t + cfg.feat_sz_s ** 2, cfg.embed_dim, generator=g)
+    moved = tokens.clone()
+    moved[:, n_t:] += 1.0  # change only the search tokens
+    with torch.no_grad():
+        blk.train()
+        torch.testing.assert_close(blk(moved, n_t)[:, :n_t], blk(tokens, n_t)[:, :n_t], atol=1e-6, rtol=0)
+        trained = blk(tokens, n_t)
+        blk.eval()  # the MixViT teacher's blocks are these blocks too (its corner head has BatchNorm)
+        torch.testing.assert_close(trained, blk(tokens, n_t), atol=1e-5, rtol=0)
+
+
 def test_prediction_is_expectation_of_side_distributions(make_checkpoint):
     model = load_official_checkpoint(make_checkpoint("mixformerv2-s", 0), "mixformerv2-s")
     g = torch.Generator().manual_seed(1)

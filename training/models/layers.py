@@ -76,9 +76,31 @@ class MixedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, n_template: int) -> torch.Tensor:
         q, k, v = self._qkv(x)
+        if self.training:
+            # Training: one fused attention over all tokens, the template rows masked off the
+            # search columns (the same attention, to rounding; tested): a few kernels a layer
+            # instead of two attentions' worth, which counts where a small model's GPU step
+            # is bound by kernel launches. Evaluation and export keep the reference's form.
+            b, _, n, _ = q.shape
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=self._mask(n, n_template, q.device))
+            return self.proj(out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
         x_t = self._attend(q[:, :, :n_template], k[:, :, :n_template], v[:, :, :n_template])
         x_s = self._attend(q[:, :, n_template:], k, v)
         return self.proj(torch.cat([x_t, x_s], dim=1))
+
+    _masks: dict = {}
+
+    @classmethod
+    def _mask(cls, n: int, n_template: int, device: torch.device) -> torch.Tensor:
+        """(n, n) bool, True where attention is allowed: template rows see template columns
+        only, the other rows see everything (made once per shape and device)."""
+        key = (n, n_template, str(device))
+        m = cls._masks.get(key)
+        if m is None:
+            m = torch.ones(n, n, dtype=torch.bool)
+            m[:n_template, n_template:] = False
+            m = cls._masks[key] = m.to(device)
+        return m
 
     def forward_template(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Template tokens only: output, and their keys and values (B, heads, Nt, hd)."""
