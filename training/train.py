@@ -224,7 +224,9 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
     (atomically); a later call picks up from there. With ``validation``, the tracker runs over
     the validation sequences every ``validation.every`` steps and the best checkpoint by AUC is
     kept beside ``out``. With ``sched.ema`` the validation, the best checkpoint and the model
-    at the end hold the weight average (:class:`WeightAverage`). Returns the history (one record per logged step, plus one per validation).
+    at the end hold the weight average (:class:`WeightAverage`). ``progress(done, steps, numbers)``
+    is called every step with the numbers of the last log line (read back from the device only
+    then). Returns the history (one record per logged step, plus one per validation).
 
     Under ``torchrun`` the model trains in DistributedDataParallel: ``step_fn`` is then called as
     ``step_fn(batch, k, net=wrapped)`` and must run its forward through ``net``; ``batches`` makes
