@@ -329,10 +329,10 @@ def run_steps(model: nn.Module, batches: Callable[[int], dict[str, torch.Tensor]
             opt.step()
         if avg is not None:
             avg.update(k)
-        weight = hi - lo if dist_on else 1
         for name, v in {"loss": loss, **stats}.items():
-            v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
-            v = v.to(device) * weight
+            v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v), device=device)
+            if dist_on:
+                v = v * (hi - lo)
             running[name] = running[name] + v if name in running else v
         seen += 1
         done = k + 1
