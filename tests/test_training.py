@@ -495,10 +495,12 @@ def test_a_nan_loss_stops_the_run_before_it_is_checkpointed(seqs, tmp_path):
     assert all(torch.isfinite(v).all() for v in saved["net"].values())
 
 
-def test_weight_average_is_what_validation_and_the_end_see(tmp_path):
+def test_weight_average_is_validated_beside_the_raw_weights(tmp_path):
     """``Schedule.ema``: the average follows min(ema, (1+k)/(10+k)) of the weights after each
-    step; validation and its best checkpoint see it, training goes on from the raw weights, the
-    model ends holding it, and a resumed run continues it exactly."""
+    step; validation sees the averaged and then the raw weights, the best checkpoint is whichever
+    did best, training goes on from the raw weights, the model ends holding the average unless
+    the raw weights did better at the last validation, and a resumed run continues the average
+    exactly."""
     from training.train import Schedule, Validation, param_groups, resume_path, run_steps
 
     data = torch.randn(8, 4, generator=torch.Generator().manual_seed(3))
@@ -507,28 +509,27 @@ def test_weight_average_is_what_validation_and_the_end_see(tmp_path):
         torch.manual_seed(0)
         return nn.Linear(4, 2)
 
-    def run(model, out, fail_at=None, seen=None):
+    def run(model, out, fail_at=None, seen=None, raw_wins=False):
         def step(b, k):
             if k == fail_at:
                 raise KeyboardInterrupt
             return model(b).pow(2).mean() + model.bias.sub(1).pow(2).sum(), {}
 
         def validate(m):
-            if seen is not None:
-                seen.append(m.weight.detach().clone())
-            return {"val_auc": -float(m.bias.detach().sub(1).abs().sum())}
+            seen.append(m.weight.detach().clone())
+            return {"val_auc": 1.0 if raw_wins and len(seen) % 2 == 0 else 0.0}  # the average first, then raw
 
         sched = Schedule(steps=6, batch_size=2, lr=0.1, weight_decay=0, grad_clip=0, lr_schedule="constant",
                          checkpoint_every=2, log_every=1, ema=0.8)
-        val = Validation(validate, every=3, checkpoint=lambda h: {"net": model.state_dict()})
+        val = Validation(validate, every=3, checkpoint=lambda h: {"net": {k: v.clone() for k, v in model.state_dict().items()}})
         return run_steps(model, lambda k: data[k:k + 2], step, sched, out, "s", param_groups(model, sched),
                          validation=val)
 
-    # the expected average, from plain steps with the same optimiser
+    # the raw weights and their average, from plain steps with the same optimiser
     raw = make()
     opt = torch.optim.AdamW(raw.parameters(), lr=0.1, weight_decay=0)
     avg = [p.detach().clone() for p in raw.parameters()]
-    averages = []
+    raws, averages = [], []
     for k in range(6):
         loss = raw(data[k:k + 2]).pow(2).mean() + raw.bias.sub(1).pow(2).sum()
         opt.zero_grad()
@@ -536,25 +537,29 @@ def test_weight_average_is_what_validation_and_the_end_see(tmp_path):
         opt.step()
         d = min(0.8, (1 + k) / (10 + k))
         avg = [a * d + p.detach() * (1 - d) for a, p in zip(avg, raw.parameters())]
+        raws.append([p.detach().clone() for p in raw.parameters()])
         averages.append(avg)
+    assert not torch.allclose(averages[5][0], raws[5][0], atol=1e-3)  # the average is not the raw weights
 
-    seen = []
-    m = make()
-    run(m, tmp_path / "a.pth", seen=seen)
-    assert [torch.allclose(s, averages[k][0], atol=1e-6) for s, k in zip(seen, (2, 5))] == [True, True]
-    assert torch.allclose(m.weight, averages[5][0], atol=1e-6) and torch.allclose(m.bias, averages[5][1], atol=1e-6)
-    assert not torch.allclose(averages[5][0], raw.weight, atol=1e-3)  # the average is not the raw weights
-    best = torch.load(tmp_path / "a.best.pth", weights_only=True)["net"]
-    assert any(torch.allclose(best["weight"], averages[k][0], atol=1e-6) for k in (2, 5))
+    close = lambda a, b: torch.allclose(a, b, atol=1e-6)  # noqa: E731
+    for raw_wins in (False, True):
+        seen, m, out = [], make(), tmp_path / f"{raw_wins}.pth"
+        hist = run(m, out, seen=seen, raw_wins=raw_wins)
+        assert [close(a, b) for a, b in zip(seen, (averages[2][0], raws[2][0], averages[5][0], raws[5][0]))] == [True] * 4
+        assert [h.get("weights") for h in hist if "val_auc" in h] == ["average", "raw", "average", "raw"]
+        end = raws[5] if raw_wins else averages[5]
+        assert close(m.weight, end[0]) and close(m.bias, end[1])
+        best = torch.load(tmp_path / f"{raw_wins}.best.pth", weights_only=True)["net"]
+        assert close(best["weight"], (raws[2] if raw_wins else averages[2])[0])  # the first to score best (tie: average)
 
     out = tmp_path / "b.pth"
     with pytest.raises(KeyboardInterrupt):
-        run(make(), out, fail_at=3)
+        run(make(), out, fail_at=3, seen=[])
     saved = torch.load(resume_path(out), weights_only=True)
-    assert torch.allclose(saved["ema"]["weight"], averages[1][0], atol=1e-6)
+    assert close(saved["ema"]["weight"], averages[1][0])
     m2 = make()
-    run(m2, out)
-    assert torch.allclose(m2.weight, averages[5][0], atol=1e-6)
+    run(m2, out, seen=[])
+    assert close(m2.weight, averages[5][0])
 
 
 def test_final_checkpoint_converts_and_tracks(chain, tmp_path):

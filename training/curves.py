@@ -14,7 +14,8 @@ from training.checkpoint import read_checkpoint
 
 
 def series(history: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]:
-    """``{stage: {"iou": [(samples, iou)], "val_auc": [(samples, auc)]}}`` with samples counted
+    """``{stage: {"iou": [(samples, iou)], "val_auc": [(samples, auc)]}}`` (and
+    ``"val_auc_average"`` for a weight average's validations) with samples counted
     from the start of the campaign (each stage continues where the previous one ended)."""
     out: dict[str, dict[str, list[tuple[int, float]]]] = {}
     offset, last_stage, last_samples, per_step, key = 0, None, 0, 0.0, ""
@@ -32,8 +33,9 @@ def series(history: list[dict]) -> dict[str, dict[str, list[tuple[int, float]]]]
             last_samples = int(rec["samples"])
             per_step = rec["samples"] / max(1, rec["step"])
         samples = offset + int(rec.get("samples", rec.get("step", 0) * per_step))
-        if "val_auc" in rec:
-            s["val_auc"].append((samples, float(rec["val_auc"])))
+        if "val_auc" in rec:  # a run with a weight average validates both: "val_auc_average" apart
+            kind = "val_auc_average" if rec.get("weights") == "average" else "val_auc"
+            s.setdefault(kind, []).append((samples, float(rec["val_auc"])))
         elif "iou" in rec:
             s["iou"].append((samples, float(rec["iou"])))
     return out
@@ -55,6 +57,9 @@ def plot(histories: dict[str, list[dict]], out: Path, title: str = "") -> Path:
             if s["val_auc"]:
                 x, y = zip(*s["val_auc"])
                 a2.plot(x, y, marker="o", label=name)
+            if s.get("val_auc_average"):
+                x, y = zip(*s["val_auc_average"])
+                a2.plot(x, y, marker="s", linestyle="--", label=f"{name} (weight average)")
     a1.set(xlabel="samples seen", ylabel="training IoU (batch mean)", title="training IoU")
     a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (seed-1 eval-split sequences, 12 or 24)", ylim=(0, 1))
     for a in (a1, a2):
