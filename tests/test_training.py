@@ -562,6 +562,41 @@ def test_weight_average_is_validated_beside_the_raw_weights(tmp_path):
     assert close(m2.weight, averages[5][0])
 
 
+def test_a_model_starts_from_a_checkpoint_of_other_crop_sizes(tmp_path):
+    """``load_resized`` / a dense-to-sparse stage with ``student_arch`` + ``init`` of other crop
+    sizes: every weight carries over but the sin-cos position embeddings (the new grid's); other
+    differences are one clear error; with KL weight 0 the teacher's crops need not match."""
+    from training.actors import DenseToSparseActor
+    from training.checkpoint import CheckpointError, load_resized, make_checkpoint
+    from training.distill import LossWeights
+    from training.models.layers import sincos_pos_embed_2d
+    from training.train import Schedule
+
+    torch.manual_seed(0)
+    small = build_model("mixformerv2-tiny")
+    path = tmp_path / "small.pth"
+    torch.save(make_checkpoint(small, "dense-to-sparse", []), path)
+    big_cfg = replace(get_config("mixformerv2-tiny"), name="tiny-80", search_size=80, template_size=48)
+    big, _ = load_resized(path, big_cfg)
+    src, got = small.state_dict(), big.state_dict()
+    changed = sorted(k for k in src if src[k].shape != got[k].shape or not torch.equal(src[k], got[k]))
+    assert changed == ["backbone.pos_embed_s", "backbone.pos_embed_t"]
+    assert torch.equal(got["backbone.pos_embed_s"][0], sincos_pos_embed_2d(big_cfg.embed_dim, 5))
+    out = big(torch.rand(2, 3, 48, 48), torch.rand(2, 3, 48, 48), torch.rand(2, 3, 80, 80))["pred_boxes"]
+    assert out.shape == (2, 1, 4) and bool(torch.isfinite(out).all())
+
+    with pytest.raises(CheckpointError, match="differs from wide in embed_dim"):
+        load_resized(path, replace(big_cfg, name="wide", embed_dim=128))
+
+    teacher = tmp_path / "teacher.pth"
+    torch.save(make_checkpoint(build_model("mixvit-tiny"), "teacher", []), teacher)
+    sched = Schedule(steps=1)
+    actor = DenseToSparseActor(sched, teacher, student_arch=big_cfg, init=path, weights=LossWeights(kl=0.0))
+    assert (actor.model.cfg.search_size, actor.data_config.template_size) == (80, 48)
+    with pytest.raises(EdgetrackError, match="differ in search_size"):
+        DenseToSparseActor(sched, teacher, student_arch=big_cfg, init=path)  # the KL needs the teacher's crops
+
+
 def test_final_checkpoint_converts_and_tracks(chain, tmp_path):
     from conversion.export import convert_checkpoint
     from edgetrack.tracker import Tracker

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from edgetrack.errors import EdgetrackError
-from training.checkpoint import load_model, make_checkpoint
+from training.checkpoint import load_model, load_resized, make_checkpoint
 from training.data import DataConfig, RoundStream, SamplerConfig
 from training.distill import (
     SCORE_SAMPLER, Data, Fader, LossWeights, _batches, _check_same_inputs, _config, _dataset, _inputs, _seed_init,
@@ -165,10 +165,17 @@ class DenseToSparseActor(Actor):
         if init is not None:
             student, s_ck = _load(init, None, MixFormerV2)
             cfg = student.cfg
+            if student_arch is not None and not isinstance(init, nn.Module):
+                want = _config(student_arch, MixFormerV2Config)
+                if (want.search_size, want.template_size) != (cfg.search_size, cfg.template_size):
+                    # other crop sizes started from a trained model (e.g. a 160-pixel search crop)
+                    student, s_ck = load_resized(init, want, MixFormerV2)
+                    cfg = student.cfg
             prior_student = [h for h in s_ck.get("history", []) if h.get("stage") == self.name]
         else:
             cfg = student_config_for(self.teacher.cfg) if student_arch is None else _config(student_arch, MixFormerV2Config)
-        _check_same_inputs(cfg, self.teacher.cfg)
+        if self.loss_weights.kl > 0 or init is None:  # the teacher's crops are only used for its KL (or init)
+            _check_same_inputs(cfg, self.teacher.cfg)
         if cfg.bins != self.teacher.cfg.score_map_size:
             log.warning("student bins %d != teacher map size %d: teacher marginals are rebinned",
                         cfg.bins, self.teacher.cfg.score_map_size)

@@ -111,3 +111,36 @@ def load_model(path: str | Path, arch: str | None = None, kind: type[nn.Module] 
         raise EdgetrackError(f"checkpoint {path} holds a {cfg.arch} model ({cfg.name}); expected {kind.__name__}")
     load_state_dict_strict(model, ckpt["net"], str(path), cfg.name)
     return model, ckpt
+
+
+# the crop sizes (and the crop factors and the test-time update interval) may differ between a
+# checkpoint and the model it starts: the only weights that depend on them are the fixed sin-cos
+# position embeddings
+RESIZABLE_FIELDS = {"name", "search_size", "template_size", "search_factor", "template_factor", "update_interval"}
+SINCOS_KEYS = ("pos_embed_s", "pos_embed_t")
+
+
+def load_resized(path: str | Path, cfg: ViTConfig, kind: type[nn.Module] | None = None) -> tuple[nn.Module, dict]:
+    """A model of ``cfg`` started from the checkpoint at ``path`` made for other crop sizes (a
+    160-pixel search crop from a 128-pixel model, say): every weight is the checkpoint's, but
+    the sin-cos position embeddings, which are the new grid's. Any other difference between the
+    configurations is one clear error. -> (model in train mode, checkpoint dict)."""
+    ckpt = read_checkpoint(path)
+    src = checkpoint_config(ckpt, None, f"checkpoint {path}")
+    if type(src) is not type(cfg):
+        raise CheckpointError(f"checkpoint {path} holds {src.name} ({src.arch}); cannot start {cfg.name} ({cfg.arch}) from it")
+    differ = sorted(f for f in asdict(cfg) if f not in RESIZABLE_FIELDS and asdict(cfg)[f] != asdict(src)[f])
+    if differ:
+        raise CheckpointError(f"checkpoint {path} ({src.name}) differs from {cfg.name} in {', '.join(differ)}: "
+                              "only the crop sizes may differ when a model starts from it")
+    model = build_model(cfg)
+    if kind is not None and not isinstance(model, kind):
+        raise EdgetrackError(f"{cfg.name} is a {cfg.arch} model; expected {kind.__name__}")
+    own, sd = model.state_dict(), dict(ckpt["net"])
+    for k, v in own.items():
+        if k.endswith(SINCOS_KEYS) and k in sd and sd[k].shape != v.shape:
+            sd[k] = v  # the new grid's embedding
+    load_state_dict_strict(model, sd, str(path), cfg.name)
+    log.info("%s starts from %s (%s): crops %d/%d -> %d/%d, position embeddings of the new grid", cfg.name, path,
+             src.name, src.search_size, src.template_size, cfg.search_size, cfg.template_size)
+    return model, ckpt

@@ -108,6 +108,16 @@ CONFIGS: dict[str, ViTConfig] = {
         name="mixformerv2-mini", search_size=128, template_size=64, depth=4, mlp_ratio=4.0,
         embed_dim=192, num_heads=3, bins=32,
     ),
+    # The mini student on a finer search grid: a 160-pixel search crop (10x10 tokens; the target
+    # spans about 2.2 tokens instead of 1.8) and an 80-pixel template, started from a trained
+    # mini model with `student_arch` + `init` (training.checkpoint.load_resized: only the sin-cos
+    # position embeddings change). 117 track() FPS against the mini's 170 in one run on 2 Zen 3
+    # cores (benchmarks/train_default_mini_v3.md): under the 100 FPS bar on slower runs unless
+    # deep-to-shallow then takes a layer or MLP width off. Not trained yet.
+    "mixformerv2-mini-s160": MixFormerV2Config(
+        name="mixformerv2-mini-s160", search_size=160, template_size=80, depth=4, mlp_ratio=4.0,
+        embed_dim=192, num_heads=3, bins=32,
+    ),
     "mixformerv2-mini-s": MixFormerV2Config(
         name="mixformerv2-mini-s", search_size=128, template_size=64, depth=2, mlp_ratio=1.0,
         embed_dim=192, num_heads=3, bins=32,
