@@ -6,10 +6,13 @@
 #                           (run with carry [".carry"]; .carry is git-ignored)
 # On the GPU machine:      CAMPAIGN_LIMIT=555 bash training/gpu_lease.sh [RECIPE]   (results under $OUT;
 #                           timeout_s 595; the machine started in about 35 s on 2026-11-26)
-# A second call, if the lease has 6 minutes left (the machine stays warm 30 s: be quick):
+# A second call, if the lease has 6 minutes left (the machine stays warm 30 s: be quick; a cold start
+# costs about a minute, and the call's limit_s shrinks to the device time left: keep CAMPAIGN_LIMIT
+# 30 s under it):
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
-#   CAMPAIGN_LIMIT=345 bash training/gpu_lease.sh training/recipes/default-mini-gpu-v4b.json   (timeout_s 370)
-# Back here:               the score head on the CPU, then release (see training/README.md):
+#   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v5b.json
+# Back here:               the score head on the CPU, then release (see training/README.md); from a call
+#                           killed before its stage ended, the best so far is $OUT/live/*.best.pth:
 #   edgetrack train score --init $OUT/stage1b.best.pth --synth 200 --steps 500 --batch-size 32 --threads 2 \
 #     --workers 2 --lr 5e-4 --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out runs/gpuN/final.pth
 #   python -m training.release runs/gpuN/final.pth -o models/...
@@ -18,7 +21,7 @@
 # stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of
 # sequences a stage: --device-crops off --synth-refresh 0), so a lease is not lost to a new path.
 set -uo pipefail
-RECIPE=${1:-training/recipes/default-mini-gpu-v4.json}
+RECIPE=${1:-training/recipes/default-mini-gpu-v5.json}
 OUT=${OUT:-/tmp/lease-out}
 mkdir -p "$OUT"
 export EDGETRACK_CACHE=${EDGETRACK_CACHE:-$PWD/.carry/cache}
@@ -28,8 +31,20 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
   > "$OUT/machine.txt" 2>&1
 # The campaign stops itself inside the call's limit (CAMPAIGN_LIMIT seconds), and a stage cut there still
 # sends back its best checkpoint so far, so a slow machine start costs the last stage's end, not the stage.
+# Every best checkpoint is mirrored into $OUT/live/ within seconds of being saved (checkpoints are
+# renamed into place, so a copy is never half-written): if the device tool kills the whole call
+# (its limit_s can be below timeout_s when the session's device time runs short), the best so far
+# still comes back. On 2026-11-27 a second call lost a stage whose best had validated at 0.538 that way.
+mkdir -p "$OUT/live"
+( while sleep 5; do
+    for f in /tmp/run/*.best.pth; do
+      [ -e "$f" ] && [ "$f" -nt "$OUT/live/$(basename "$f")" ] && cp -p "$f" "$OUT/live/.part" && mv "$OUT/live/.part" "$OUT/live/$(basename "$f")"
+    done
+  done ) &
+MIRROR=$!
 timeout -s TERM "${CAMPAIGN_LIMIT:-560}" python -m training.campaign "$RECIPE" --out /tmp/run --export "$OUT" --log "$OUT/campaign.log"
 rc=$?
+kill $MIRROR 2>/dev/null
 for f in /tmp/run/*.best.pth; do
   [ -e "$f" ] && [ ! -e "$OUT/$(basename "$f")" ] && cp "$f" "$OUT/" && echo "cut by the limit: $(basename "$f") is that stage's best so far" >> "$OUT/campaign.log"
 done
