@@ -22,6 +22,21 @@ def _no_photo_library(monkeypatch):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _fp32_training_on_every_cpu():
+    """CPU training uses bf16 autocast by default on CPUs with native bf16 (AVX512-BF16, AMX) and
+    fp32 elsewhere; the tests' recorded losses and tolerances are fp32's, so they train in fp32 on
+    every CPU (the commands they start inherit it), unless a test asks for amp itself. Session
+    scope, so that module-scoped fixtures that train see it too."""
+    old = os.environ.get("EDGETRACK_CPU_AMP")
+    os.environ["EDGETRACK_CPU_AMP"] = "off"
+    yield
+    if old is None:
+        os.environ.pop("EDGETRACK_CPU_AMP", None)
+    else:
+        os.environ["EDGETRACK_CPU_AMP"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _model_cache_in_tmp(tmp_path_factory):
     """OpenVINO's compiled-model cache of the tests (and of the commands they start) goes to a
     temporary folder, not to the user's ~/.cache/edgetrack/openvino."""

@@ -271,9 +271,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, e
 
 # -- the eval split is a scored benchmark: it must not change -------------------------------------------
 # Digests of eval sequences made by generator version 1 (before the photo library and cut-out
-# targets came to the train split), recorded with OpenCV 5.1.0 and numpy 2.4.6. The plan digest
-# covers every random draw (poses, photos, shapes, camera, light): numpy only. The frame digest
-# covers the pixels, which also depend on OpenCV's resampling: it is checked with that version only.
+# targets came to the train split), recorded with OpenCV 5.1.0 and numpy 2.4.6 on an AVX2 CPU. The
+# plan digest covers every random draw (poses, photos, shapes, camera, light): numpy only. The frame
+# digest covers the pixels, which also depend on OpenCV's resampling: it is checked with that version
+# only. Both are computed in a fresh process with the AVX2 kernels (PORTABLE_SIMD_ENV), so that they
+# hold on AVX-512 CPUs too, where numpy and OpenCV round some results differently.
 EVAL_DIGESTS = [  # (index, seed, all challenges?) -> (plan, frames)
     ((1, 0, False), ("9d3c9cbe9d91ae8e", "8f6c3ea086f7c78b")),
     ((2, 0, False), ("4146704a88d77dac", "d9279b3cea202c6a")),
@@ -309,19 +311,75 @@ def _frame_digest(index: int, seed: int, every: bool, split: str = "eval") -> st
     return h.hexdigest()[:16]
 
 
+def _recorded_digests() -> dict:
+    """Every case's digests, as this process computes them (run by the fixture below in a process
+    started with PORTABLE_SIMD_ENV); frame digests only where the recorded versions are installed."""
+    versions_match = (cv2.__version__, np.__version__) == EVAL_DIGEST_VERSIONS
+    out: dict = {"versions_match": versions_match, "contrib": hasattr(cv2, "ximgproc")}
+    for split, cases in (("eval", EVAL_DIGESTS), ("train", TRAIN_DIGESTS)):
+        for case, _ in cases:
+            frames = _frame_digest(*case, split=split) if versions_match else None
+            out[f"{split}:{case}"] = [_plan_digest(*case, split=split), frames]
+    return out
+
+
+@pytest.fixture(scope="module")
+def portable_digests():
+    import os
+    import subprocess
+
+    from edgetrack.synth.generator import PORTABLE_SIMD_ENV
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo), EDGETRACK_PHOTO_LIBRARY="off", **PORTABLE_SIMD_ENV)
+    p = subprocess.run([sys.executable, "-c", "import json, tests.test_synth as t; print(json.dumps(t._recorded_digests()))"],
+                       capture_output=True, text=True, env=env, cwd=repo, timeout=300)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("case, digests", EVAL_DIGESTS)
-def test_eval_split_is_bit_identical_to_version_1(case, digests):
-    assert _plan_digest(*case) == digests[0]
-    if (cv2.__version__, np.__version__) != EVAL_DIGEST_VERSIONS:
+def test_eval_split_is_bit_identical_to_version_1(case, digests, portable_digests):
+    plan, frames = portable_digests[f"eval:{case}"]
+    assert plan == digests[0]
+    if not portable_digests["versions_match"]:
         pytest.skip(f"frame digests recorded with OpenCV/numpy {EVAL_DIGEST_VERSIONS}, not "
                     f"{(cv2.__version__, np.__version__)}")
-    assert _frame_digest(*case) == digests[1]
+    assert frames == digests[1]
+
+
+def test_eval_split_draws_the_same_on_this_cpu_up_to_rounding():
+    """Without PORTABLE_SIMD_ENV, this CPU's own kernels: the same photos, shapes and events, and
+    every drawn number within 1e-9 (relative) of the portable draw. Only rounding differs."""
+    plan = plan_sequence(4, 1, "eval", SMALL, 24, challenges=CHALLENGES)
+    here = [plan.info, [(layer.photo, layer.shape_kind) for layer in [plan.target, *plan.distractors, *plan.occluders]]]
+    numbers = np.concatenate([np.ravel(np.asarray(a, np.float64)) for layer in [plan.target, *plan.distractors]
+                              for a in (layer.center, layer.size, layer.angle)] + [np.ravel(plan.camera)])
+    import os
+    import subprocess
+
+    from edgetrack.synth.generator import PORTABLE_SIMD_ENV
+
+    repo = Path(__file__).resolve().parents[1]
+    code = ("import json, numpy as np, tests.test_synth as t\n"
+            "from edgetrack.synth import plan_sequence, CHALLENGES\n"
+            "p = plan_sequence(4, 1, 'eval', t.SMALL, 24, challenges=CHALLENGES)\n"
+            "ls = [p.target, *p.distractors, *p.occluders]\n"
+            "n = np.concatenate([np.ravel(np.asarray(a, np.float64)) for l in [p.target, *p.distractors] "
+            "for a in (l.center, l.size, l.angle)] + [np.ravel(p.camera)])\n"
+            "print(json.dumps([[p.info, [(l.photo, l.shape_kind) for l in ls]], n.tolist()]))")
+    env = dict(os.environ, PYTHONPATH=str(repo), EDGETRACK_PHOTO_LIBRARY="off", **PORTABLE_SIMD_ENV)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo, timeout=120)
+    assert p.returncode == 0, p.stderr
+    there, portable = json.loads(p.stdout.strip().splitlines()[-1])
+    assert json.loads(json.dumps(here)) == there
+    np.testing.assert_allclose(numbers, portable, rtol=1e-9, atol=1e-9)
 
 
 # The train split makes the training data: the same arguments must keep giving the same sequences
 # (recorded before plan_sequence was split into one planner per aspect; library off; cases 5 and 6
 # have cut-out targets). Cut-outs come from OpenCV's segmentation, so plans and frames are checked
-# with the versions above and OpenCV contrib only.
+# with the versions above and OpenCV contrib only, with the AVX2 kernels as above.
 TRAIN_DIGESTS = [
     ((1, 0, False), ("279a3f4c80c4ada9", "c5988c8c760c19c4")),
     ((3, 7, True), ("badb15d649bf8b56", "06f13aac89b10ef8")),
@@ -332,17 +390,18 @@ TRAIN_DIGESTS = [
 
 
 @pytest.mark.parametrize("case, digests", TRAIN_DIGESTS)
-def test_train_split_does_not_change(case, digests):
-    if (cv2.__version__, np.__version__) != EVAL_DIGEST_VERSIONS or not hasattr(cv2, "ximgproc"):
+def test_train_split_does_not_change(case, digests, portable_digests):
+    if not portable_digests["versions_match"] or not portable_digests["contrib"]:
         pytest.skip(f"train digests recorded with OpenCV contrib/numpy {EVAL_DIGEST_VERSIONS}")
-    assert (_plan_digest(*case, split="train"), _frame_digest(*case, split="train")) == digests
+    assert tuple(portable_digests[f"train:{case}"]) == digests
 
 
 def test_eval_split_never_draws_cutouts(monkeypatch):
+    before = _plan_digest(1, 0, False)
     monkeypatch.setattr(synth_generator, "CUTOUT_PROB", 1.0)
     kinds = {plan_sequence(i, 0, "eval", SMALL, 20).info["target"]["shape"] for i in range(1, 21)}
     assert "cutout" not in kinds and kinds <= {"rectangle", "ellipse", "polygon"}
-    assert _plan_digest(1, 0, False) == EVAL_DIGESTS[0][1][0]
+    assert _plan_digest(1, 0, False) == before  # the eval split makes no draw for cut-outs
 
 
 # -- cut-out targets (train split) ---------------------------------------------------------------------
@@ -389,3 +448,18 @@ def test_cutout_ground_truth_is_the_box_of_the_target_pixels(index, monkeypatch)
     monkeypatch.setattr(synth_generator, "CUTOUT_PROB", 0.4)
     kinds = [plan_sequence(i, 0, "train", SMALL, 20).info["target"]["shape"] for i in range(1, 31)]
     assert 5 <= kinds.count("cutout") <= 20
+
+
+def test_writing_the_eval_split_on_avx512_kernels_says_how_to_get_the_recorded_one(tmp_path, monkeypatch, caplog):
+    from edgetrack.synth.generator import PORTABLE_SIMD_ENV
+
+    monkeypatch.setattr(synth_dataset, "simd_differs_from_recorded", lambda: True)
+    with caplog.at_level("WARNING", logger="edgetrack.synth.dataset"):
+        write_dataset(tmp_path / "eval", 1, 0, "eval", SMALL, min_frames=5, max_frames=5)
+        write_dataset(tmp_path / "train", 1, 0, "train", SMALL, min_frames=5, max_frames=5, library="off")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and all(f"{k}='{v}'" in warned[0] for k, v in PORTABLE_SIMD_ENV.items()), warned
+    monkeypatch.undo()  # the real check: with the portable variables set, no warning on any CPU
+    for k, v in PORTABLE_SIMD_ENV.items():
+        monkeypatch.setenv(k, v)
+    assert not synth_dataset.simd_differs_from_recorded()

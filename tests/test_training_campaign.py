@@ -175,7 +175,8 @@ def test_cuda_device_without_cuda_is_one_clear_line(tmp_path):
     assert not (tmp_path / "t.pth").exists()
 
 
-def test_amp_choice_follows_the_device():
+def test_amp_choice_follows_the_device(monkeypatch):
+    from edgetrack.errors import EdgetrackError
     from training.train import Schedule, autocast_for, cpu_has_native_bf16
 
     ctx, scaler = autocast_for(Schedule(steps=1, amp=False), torch.device("cpu"))
@@ -183,8 +184,18 @@ def test_amp_choice_follows_the_device():
     ctx, _ = autocast_for(Schedule(steps=1, amp=True), torch.device("cpu"))
     with ctx():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    monkeypatch.setenv("EDGETRACK_CPU_AMP", "auto")
     ctx, _ = autocast_for(Schedule(steps=1), torch.device("cpu"))  # default: only where bf16 is native
     assert (ctx.__name__ != "nullcontext") == cpu_has_native_bf16()
+    # $EDGETRACK_CPU_AMP decides where the schedule does not; an explicit amp wins over it
+    for value, on in (("on", True), ("OFF", False), ("1", True), ("0", False)):
+        monkeypatch.setenv("EDGETRACK_CPU_AMP", value)
+        assert (autocast_for(Schedule(steps=1), torch.device("cpu"))[0].__name__ != "nullcontext") == on, value
+    monkeypatch.setenv("EDGETRACK_CPU_AMP", "on")
+    assert autocast_for(Schedule(steps=1, amp=False), torch.device("cpu"))[0].__name__ == "nullcontext"
+    monkeypatch.setenv("EDGETRACK_CPU_AMP", "fast")
+    with pytest.raises(EdgetrackError, match="EDGETRACK_CPU_AMP='fast': expected on, off or auto"):
+        autocast_for(Schedule(steps=1), torch.device("cpu"))
 
 
 def test_curves_place_stages_end_to_end_and_plot(tmp_path):

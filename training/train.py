@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -51,7 +52,7 @@ class Schedule:
     log_every: int = 10
     checkpoint_every: int = 200
     device: str = "cpu"  # "cpu", "cuda", "cuda:N" or "auto" (cuda when there is one)
-    amp: bool | None = None  # mixed precision; None = on for CUDA, and on CPUs with native bf16
+    amp: bool | None = None  # mixed precision; None = on for CUDA, and on CPUs with native bf16 ($EDGETRACK_CPU_AMP)
     workers: int = 0  # data-loader processes making the batches (0: the training process itself)
     # crops made on the device from frames held there, the workers only drawing the samples
     # (training.data.DeviceFrames); None: on when training on CUDA from in-memory frames of one size
@@ -128,16 +129,37 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+CPU_AMP_ENV = "EDGETRACK_CPU_AMP"
+
+
+def cpu_default_amp() -> bool:
+    """Whether a CPU run with ``amp`` unset uses bf16 autocast: ``$EDGETRACK_CPU_AMP`` ``on`` or
+    ``off``; unset or ``auto``, only on CPUs with native bf16 (:func:`cpu_has_native_bf16`). ``off``
+    makes CPU training numerically the same on every CPU (fp32), e.g. to compare with numbers
+    recorded on another machine."""
+    value = os.environ.get(CPU_AMP_ENV, "auto").strip().lower()
+    if value in ("", "auto"):
+        return cpu_has_native_bf16()
+    if value in ("on", "1", "true"):
+        return True
+    if value in ("off", "0", "false"):
+        return False
+    from edgetrack.errors import EdgetrackError
+
+    raise EdgetrackError(f"{CPU_AMP_ENV}={value!r}: expected on, off or auto")
+
+
 def autocast_for(sched: "Schedule", device: torch.device) -> tuple[object, torch.amp.GradScaler | None]:
     """(autocast context factory, grad scaler or None): bf16 on CUDA where supported, else fp16
-    with a scaler; bf16 on CPUs with native bf16 when ``amp`` is not False; else full fp32."""
+    with a scaler; on the CPU bf16 when ``amp`` is True, or when it is None and
+    :func:`cpu_default_amp` says so; else full fp32."""
     import contextlib
 
     if device.type == "cuda" and sched.amp is not False:
         if torch.cuda.is_bf16_supported():
             return (lambda: torch.autocast("cuda", dtype=torch.bfloat16)), None
         return (lambda: torch.autocast("cuda", dtype=torch.float16)), torch.amp.GradScaler("cuda")
-    if device.type == "cpu" and (sched.amp or (sched.amp is None and cpu_has_native_bf16())):
+    if device.type == "cpu" and (sched.amp or (sched.amp is None and cpu_default_amp())):
         return (lambda: torch.autocast("cpu", dtype=torch.bfloat16)), None
     return contextlib.nullcontext, None
 
