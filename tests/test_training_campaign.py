@@ -352,11 +352,15 @@ def test_time_budget_ends_the_stage_and_drives_the_schedule(seqs, tmp_path, monk
     assert lrs[-1] < 0.05 * sched.lr  # ... and ran down with it (the last step began at 1.4 s of 1.5 s)
 
 
-def test_round_stream_trains_on_fresh_sequences_each_round(caplog):
+def test_round_stream_trains_on_fresh_sequences_each_round(caplog, tmp_path, monkeypatch):
     """synth_refresh: every R samples the batches come from new sequences (seed + 1000 r), made
-    by a background process while the round before trains; batch k is the same batch whatever
-    the timing, and a stream started at a later batch (a resumed run) gives it too."""
+    by a background process while the round before trains (their frames handed over in files,
+    removed once read and when the stream closes); batch k is the same batch whatever the timing,
+    and a stream started at a later batch (a resumed run) gives it too."""
     import logging
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
     from edgetrack.errors import EdgetrackError
     from training.data import BatchStream, DataConfig, RoundStream
@@ -376,8 +380,11 @@ def test_round_stream_trains_on_fresh_sequences_each_round(caplog):
     try:
         got = [rs(k) for k in range(6)]  # 2 batches of 2 samples a round: rounds 0, 0, 1, 1, 2, 2
         assert rs.round == 2
+        assert [p.name.startswith("edgetrack-round3-") for p in tmp_path.iterdir()] == [True]  # being made
     finally:
         rs.close()
+    assert not list(tmp_path.iterdir())  # the round being made when it closed: its files went too
+    assert "frames read back in" in caplog.text
     for k, seed in ((0, 5), (1, 5), (2, 1005), (3, 1005), (5, 2005)):
         want = plain(seed, k)
         assert all(torch.equal(got[k][n], want[n]) for n in want), (k, seed)
