@@ -131,6 +131,28 @@ def test_validator_runs_the_real_tracker(tmp_path, monkeypatch):
     assert [s.name for s in Validator(cfg).sequences] == [s.name for s in v.sequences]
 
 
+def test_batched_validation_gives_each_sequence_the_boxes_of_its_own_tracker():
+    """track_batched advances the sequences together (one forward a frame index, the batch
+    shrinking as shorter sequences end); each sequence's boxes are those of a Tracker over a
+    TorchEngine run on it alone, template updates included (every 3 frames here)."""
+    from edgetrack.evaluation import track_sequence
+    from edgetrack.synth import generate_sequence
+    from edgetrack.tracker import Tracker
+    from training.engine import TorchEngine
+    from training.validate import track_batched
+
+    seqs = [generate_sequence(i, 3, "eval", (160, 120), n) for i, n in ((1, 12), (2, 7), (3, 10))]
+    for arch in ("mixformerv2-tiny", "mixvit-tiny"):
+        torch.manual_seed(1)
+        model = build_model(arch).eval()
+        got = track_batched(model, seqs, update_interval=3)
+        assert [len(b) for b in got] == [12, 7, 10]
+        for seq, boxes in zip(seqs, got):
+            want, _ = track_sequence(Tracker(TorchEngine(model, update_interval=3)), seq)
+            np.testing.assert_allclose(boxes, want, atol=1e-3, err_msg=f"{arch} {seq.name}")
+        assert not np.allclose(got[0][1:7], got[1][1:7])  # not one sequence's boxes copied to all
+
+
 def test_release_writes_fp16_weights_and_a_manifest_that_verifies(seqs, tmp_path):
     from edgetrack.errors import EdgetrackError
     from training import distill

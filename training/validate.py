@@ -9,12 +9,18 @@ AUC is logged; each stage keeps its best checkpoint by that AUC.
 The sequences are the synthetic *eval* split's photos with seed 1 (the scored benchmark is
 seed 0, so no validation sequence is a benchmark sequence), written once to a cache folder
 (``$EDGETRACK_CACHE`` or ``~/.cache/edgetrack``) and read back each time.
+
+The sequences advance together (:func:`track_batched`): one forward a frame index for every
+sequence still running, the frames decoded by a few threads, the next index's while this one is
+tracked; each sequence keeps its own :class:`~edgetrack.tracker.Tracker` (crops, templates,
+update rule), so only the batching differs from running them one by one.
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +28,11 @@ import torch
 
 from edgetrack.datasets import load_dataset
 from edgetrack.errors import EdgetrackError
-from edgetrack.evaluation import track_sequence
 from edgetrack.metrics import evaluate_sequence, summarize
 from edgetrack.synth.library import cache_root
 from edgetrack.tracker import Tracker
-from training.engine import TorchEngine
+from edgetrack.sequence import Sequence
+from training.models.mixformerv2 import MixFormerV2
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +64,72 @@ class ValConfig:
         return f"folder:{cache_root() / 'val' / name}"
 
 
+class _TemplateSlot:
+    """The engine of one sequence's :class:`Tracker` in :func:`track_batched`: it keeps the
+    templates the tracker sets; the search step runs batched, outside it."""
+
+    def __init__(self, config):
+        self.config = config
+        self.template = self.online_template = None
+
+    def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
+        self.template, self.online_template = template, online_template
+
+    def infer(self, search):
+        raise RuntimeError("a batched validation runs the search step in track_batched")
+
+
+@torch.no_grad()
+def track_batched(model: torch.nn.Module, sequences: list[Sequence], update_interval: int | None = None,
+                  threads: int = 4) -> list[np.ndarray]:
+    """Every sequence's boxes (N, 4) from its first box, as :func:`edgetrack.evaluation.track_sequence`
+    gives them with a :class:`training.engine.TorchEngine` tracker (the model's full forward each
+    frame), but the sequences advance together: one forward of the model a frame index, batched
+    over the sequences still running."""
+    model = model.eval()
+    device = next(model.parameters()).device
+    config = model.cfg.tracker_config()
+    if update_interval:
+        config = replace(config, update_interval=update_interval)
+    has_score = isinstance(model, MixFormerV2)
+    trackers = [Tracker(_TemplateSlot(config)) for _ in sequences]
+    boxes = [np.zeros((len(s), 4)) for s in sequences]
+    for seq in sequences:
+        if not np.isfinite(seq.init_box).all():
+            raise EdgetrackError(f"sequence {seq.name}: the first frame has no box to start from")
+
+    def batch(arrays: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate(arrays)).to(device)
+
+    with ThreadPoolExecutor(threads) as decode, ThreadPoolExecutor(1) as ahead:
+        def frames_at(i: int) -> list[np.ndarray | None]:
+            return list(decode.map(lambda s: s.frame(i) if i < len(s) else None, sequences))
+
+        upcoming = ahead.submit(frames_at, 0)
+        for i in range(max(len(s) for s in sequences)):
+            frames = upcoming.result()
+            upcoming = ahead.submit(frames_at, i + 1)
+            live = [j for j, f in enumerate(frames) if f is not None]
+            if i == 0:
+                for j in live:
+                    trackers[j].init(frames[j], sequences[j].init_box)
+                    boxes[j][0] = sequences[j].init_box
+                continue
+            crops, searches = {}, []
+            for j in live:
+                search, crops[j] = trackers[j].prepare(frames[j])
+                searches.append(search)
+            slots = [trackers[j].engine for j in live]
+            out = model(batch([s.template for s in slots]), batch([s.online_template for s in slots]), batch(searches))
+            pred = out["pred_boxes"].view(len(live), -1, 4).mean(1).float().cpu().numpy()
+            logits = (out["pred_scores"].view(-1).float().cpu().numpy() if has_score and "pred_scores" in out
+                      else np.zeros(len(live)))
+            for k, j in enumerate(live):
+                box, _ = trackers[j].finish(frames[j], crops[j], pred[k], float(logits[k]))
+                boxes[j][i] = box
+    return boxes
+
+
 class Validator:
     """``validator(model)`` -> ``{"val_auc", "val_p20", "val_ao", "val_sec"}``."""
 
@@ -82,9 +154,7 @@ class Validator:
         t0 = time.perf_counter()
         scores = []
         try:
-            tracker = Tracker(TorchEngine(model, monolithic=True, update_interval=self.cfg.update_interval))
-            for seq in self.sequences:
-                boxes, _ = track_sequence(tracker, seq)
+            for seq, boxes in zip(self.sequences, track_batched(model, self.sequences, self.cfg.update_interval)):
                 scores.append(evaluate_sequence(boxes, seq.ground_truth, visible=seq.visible, name=seq.name))
         finally:
             model.train(was_training)
@@ -101,4 +171,4 @@ def validate_checkpoint(path: str | Path, cfg: ValConfig = ValConfig()) -> dict[
     return Validator(cfg)(model)
 
 
-__all__ = ["ValConfig", "Validator", "validate_checkpoint"]
+__all__ = ["ValConfig", "Validator", "track_batched", "validate_checkpoint"]
