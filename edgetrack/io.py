@@ -1,5 +1,5 @@
 """File helpers shared by the whole project (torch-free): atomic writes, strict JSON,
-file hashes and the RGB image reader with the one list of image suffixes.
+file hashes, the RGB image reader with the one list of image suffixes, and the CPU's flags.
 
 An atomic write goes to a temporary file in the destination's folder (``mkstemp``: unique
 even across threads and processes), gets the mode ``open()`` would have given it (``mkstemp``
@@ -124,6 +124,19 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if img is None:
         raise EdgetrackError(f"{path}: cannot be read as an image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (``/proc/cpuinfo``: ``avx512f``, ``amx_bf16``,
+    ...); empty where there is no such file."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 def is_image(path: Path) -> bool:

@@ -118,10 +118,9 @@ distributed.shutdown()
 
 
 def _env():
-    # no photo library and fp32 on every CPU (as conftest does for the tests in this process, whose
-    # fixtures a module-scoped one precedes): the same sequences and numerics on both sides
-    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", EDGETRACK_PHOTO_LIBRARY="off",
-                EDGETRACK_CPU_AMP="off")
+    # no photo library (as conftest does for the tests in this process): the same sequences on both
+    # sides; fp32 training comes with os.environ (conftest's session-wide EDGETRACK_CPU_AMP=off)
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", EDGETRACK_PHOTO_LIBRARY="off")
 
 
 def _torchrun(*args, timeout=240):

@@ -311,11 +311,21 @@ def _frame_digest(index: int, seed: int, every: bool, split: str = "eval") -> st
     return h.hexdigest()[:16]
 
 
+def _plan_draws(index: int, seed: int) -> tuple[list, list[float]]:
+    """An eval plan (all challenges) as (photos, shapes and events; every drawn number)."""
+    plan = plan_sequence(index, seed, "eval", SMALL, 24, challenges=CHALLENGES)
+    layers = [plan.target, *plan.distractors, *plan.occluders]
+    numbers = np.concatenate([np.ravel(np.asarray(a, np.float64)) for layer in [plan.target, *plan.distractors]
+                              for a in (layer.center, layer.size, layer.angle)] + [np.ravel(plan.camera)])
+    return json.loads(json.dumps([plan.info, [(layer.photo, layer.shape_kind) for layer in layers]])), numbers.tolist()
+
+
 def _recorded_digests() -> dict:
     """Every case's digests, as this process computes them (run by the fixture below in a process
-    started with PORTABLE_SIMD_ENV); frame digests only where the recorded versions are installed."""
+    started with PORTABLE_SIMD_ENV); frame digests only where the recorded versions are installed;
+    and one plan's draws (``_plan_draws``)."""
     versions_match = (cv2.__version__, np.__version__) == EVAL_DIGEST_VERSIONS
-    out: dict = {"versions_match": versions_match, "contrib": hasattr(cv2, "ximgproc")}
+    out: dict = {"versions_match": versions_match, "contrib": hasattr(cv2, "ximgproc"), "draws": _plan_draws(4, 1)}
     for split, cases in (("eval", EVAL_DIGESTS), ("train", TRAIN_DIGESTS)):
         for case, _ in cases:
             frames = _frame_digest(*case, split=split) if versions_match else None
@@ -348,31 +358,12 @@ def test_eval_split_is_bit_identical_to_version_1(case, digests, portable_digest
     assert frames == digests[1]
 
 
-def test_eval_split_draws_the_same_on_this_cpu_up_to_rounding():
+def test_eval_split_draws_the_same_on_this_cpu_up_to_rounding(portable_digests):
     """Without PORTABLE_SIMD_ENV, this CPU's own kernels: the same photos, shapes and events, and
     every drawn number within 1e-9 (relative) of the portable draw. Only rounding differs."""
-    plan = plan_sequence(4, 1, "eval", SMALL, 24, challenges=CHALLENGES)
-    here = [plan.info, [(layer.photo, layer.shape_kind) for layer in [plan.target, *plan.distractors, *plan.occluders]]]
-    numbers = np.concatenate([np.ravel(np.asarray(a, np.float64)) for layer in [plan.target, *plan.distractors]
-                              for a in (layer.center, layer.size, layer.angle)] + [np.ravel(plan.camera)])
-    import os
-    import subprocess
-
-    from edgetrack.synth.generator import PORTABLE_SIMD_ENV
-
-    repo = Path(__file__).resolve().parents[1]
-    code = ("import json, numpy as np, tests.test_synth as t\n"
-            "from edgetrack.synth import plan_sequence, CHALLENGES\n"
-            "p = plan_sequence(4, 1, 'eval', t.SMALL, 24, challenges=CHALLENGES)\n"
-            "ls = [p.target, *p.distractors, *p.occluders]\n"
-            "n = np.concatenate([np.ravel(np.asarray(a, np.float64)) for l in [p.target, *p.distractors] "
-            "for a in (l.center, l.size, l.angle)] + [np.ravel(p.camera)])\n"
-            "print(json.dumps([[p.info, [(l.photo, l.shape_kind) for l in ls]], n.tolist()]))")
-    env = dict(os.environ, PYTHONPATH=str(repo), EDGETRACK_PHOTO_LIBRARY="off", **PORTABLE_SIMD_ENV)
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=repo, timeout=120)
-    assert p.returncode == 0, p.stderr
-    there, portable = json.loads(p.stdout.strip().splitlines()[-1])
-    assert json.loads(json.dumps(here)) == there
+    here, numbers = _plan_draws(4, 1)
+    there, portable = portable_digests["draws"]
+    assert here == there
     np.testing.assert_allclose(numbers, portable, rtol=1e-9, atol=1e-9)
 
 

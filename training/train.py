@@ -122,10 +122,9 @@ def resolve_device(name: str) -> torch.device:
 def cpu_has_native_bf16() -> bool:
     """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX): there bf16 autocast is
     faster; elsewhere (AVX2 machines such as AMD Zen 3) it is emulated and slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
+    from edgetrack.io import cpu_flags
+
+    flags = cpu_flags()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

@@ -29,9 +29,9 @@ import torch
 from edgetrack.datasets import load_dataset
 from edgetrack.errors import EdgetrackError
 from edgetrack.metrics import evaluate_sequence, summarize
+from edgetrack.sequence import Sequence
 from edgetrack.synth.library import cache_root
 from edgetrack.tracker import Tracker
-from edgetrack.sequence import Sequence
 from training.models.mixformerv2 import MixFormerV2
 
 log = logging.getLogger(__name__)

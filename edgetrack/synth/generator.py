@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from edgetrack.errors import EdgetrackError
+from edgetrack.io import cpu_flags
 from edgetrack.sequence import Sequence
 from edgetrack.synth.library import OFF_VALUES, PhotoLibrary, resolve_library
 from edgetrack.synth.photos import load_photo, split_photos
@@ -51,12 +52,8 @@ PORTABLE_SIMD_ENV: dict[str, str] = {
 def simd_differs_from_recorded() -> bool:
     """True when this process runs AVX-512 kernels the recorded splits were not made with: an
     AVX-512 CPU and PORTABLE_SIMD_ENV not set when Python started."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
     portable = all(os.environ.get(k) == v for k, v in PORTABLE_SIMD_ENV.items())
-    return "avx512f" in flags and not portable
+    return "avx512f" in cpu_flags() and not portable
 # Train split: probability that the target is a cut-out (the outline of a region of its photo).
 CUTOUT_PROB = 0.4
 SPLIT_IDS = {"train": 0, "eval": 1}
