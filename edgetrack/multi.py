@@ -17,7 +17,7 @@ from edgetrack.bundle import Bundle
 from edgetrack.engine import OpenVINOEngine
 from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import Box
-from edgetrack.tracker import Tracker
+from edgetrack.tracker import Found, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class MultiTracker:
     ``track_frames({target_id: frame})`` (a frame per target, e.g. several cameras)."""
 
     def __init__(self, model: str | Path | Bundle, device: str = "CPU", update_interval: int | None = None,
-                 inference_precision: str | None = None, requests: int | None = None):
+                 inference_precision: str | None = None, requests: int | None = None, redetect: int | None = None):
         import openvino as ov
 
         # the search step compiled once, for requests side by side
@@ -60,18 +60,19 @@ class MultiTracker:
         # each request's own search input, filled in place by the tracker's crop
         self._search_in = [self.queue[i].get_tensor("search").data for i in range(len(self.queue))]
         self.update_interval = update_interval
+        self.redetect = redetect  # re-detection windows per lost frame (None: the tracker's default)
         self.targets: dict[int, Tracker] = {}
-        self._results: dict[int, tuple[np.ndarray, float]] = {}
+        self._results: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
         self._next_id = 0
 
-    def _done(self, request, target_id: int) -> None:
+    def _done(self, request, key: tuple[int, int]) -> None:
         box = request.get_tensor("pred_boxes").data[0].copy()
         logit = float(request.get_tensor("pred_scores").data.reshape(-1)[0])
-        self._results[target_id] = (box, logit)
+        self._results[key] = (box, logit)  # key: (target id, request of the target: 0 its crop, k its window k)
 
     def add(self, frame: np.ndarray, box) -> int:
         """Start tracking a new target; returns its id."""
-        t = Tracker(TargetKV(self.engine), update_interval=self.update_interval)
+        t = Tracker(TargetKV(self.engine), update_interval=self.update_interval, redetect=self.redetect)
         t.init(frame, box)
         tid = self._next_id
         self._next_id += 1
@@ -90,17 +91,24 @@ class MultiTracker:
         unknown = set(frames) - set(self.targets)
         if unknown:
             raise EdgetrackError(f"unknown target ids {sorted(unknown)}")
-        crops = {}
+        crops, windows = {}, {}
         self._results.clear()
         for tid, frame in frames.items():
             t = self.targets[tid]
             i = self.queue.get_idle_request_id()  # the request start_async runs next (waits for one)
             _, crops[tid] = t.prepare(frame, out=self._search_in[i])
             self.queue[i].set_tensor("template_kv", t.engine.kv_tensor)  # the target's keys/values, not copied
-            self.queue.start_async(userdata=tid)
+            self.queue.start_async(userdata=(tid, 0))
+            windows[tid] = t.prepare_windows(frame)  # a lost target's re-detection windows: a request each
+            for k, w in enumerate(windows[tid], start=1):
+                i = self.queue.get_idle_request_id()
+                self._search_in[i][...] = w.search
+                self.queue[i].set_tensor("template_kv", t.engine.kv_tensor)
+                self.queue.start_async(userdata=(tid, k))
         self.queue.wait_all()
         out = {}
         for tid, frame in frames.items():  # template updates: sequential, only on update frames
-            box_norm, logit = self._results[tid]
-            out[tid] = self.targets[tid].finish(frame, crops[tid], box_norm, logit)
+            box_norm, logit = self._results[(tid, 0)]
+            found = [Found(w, *self._results[(tid, k)]) for k, w in enumerate(windows[tid], start=1)]
+            out[tid] = self.targets[tid].finish(frame, crops[tid], box_norm, logit, found)
         return out

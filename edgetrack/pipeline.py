@@ -4,9 +4,11 @@
   (:class:`edgetrack.sources.Capture`): a live source keeps only its newest frame (stale
   frames are dropped, so latency does not pile up), a file source is never dropped from.
 * **Inference.** Every target's search step is a request of one ``AsyncInferQueue``; a
-  callback (OpenVINO's thread) hands the raw result back to the main thread. A target has at
-  most one request in flight: its next search crop is centred on the box of the frame before,
-  so it cannot be cut before that box is known. What overlaps with a request is everything
+  callback (OpenVINO's thread) hands the raw result back to the main thread. A target has one
+  frame in flight at a time: its next search crop is centred on the box of the frame before,
+  so it cannot be cut before that box is known. While it is lost, its re-detection windows
+  (:meth:`Tracker.prepare_windows`) are requests of the same frame, run side by side with
+  its search crop; the frame's box is known when all of them are in. What overlaps with a request is everything
   that does not depend on its box: capturing and decoding the next frames, cutting and
   starting the crops of the other targets of the frame and of the other streams (their
   requests run side by side), and drawing, writing and showing the previous frame (its
@@ -34,7 +36,7 @@ from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import Box, Crop
 from edgetrack.multi import TargetKV
 from edgetrack.sources import Capture, Frame, FrameSource
-from edgetrack.tracker import Tracker
+from edgetrack.tracker import Found, Tracker, Window
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,11 @@ class _Stream:
         self.frame: Frame | None = None  # the frame whose requests are in flight
         self.crops: list[Crop | None] = []
         self.inputs: list[np.ndarray | None] = []  # the search crops in flight (shared with their requests)
+        self.windows: list[list[Window]] = []  # per target: its re-detection windows in flight
+        self.raw: list[list] = []  # per target: its requests' raw results (box_norm, logit), the crop's first
+        self.left: list[int] = []  # per target: its requests still in flight
         self.results: list[tuple[Box, float] | None] = []
-        self.pending = 0
+        self.pending = 0  # targets of the frame still waiting for a request
         self.started = 0  # frames taken for tracking (the first included)
         self.ended = False
 
@@ -101,11 +106,12 @@ class Pipeline:
     flight."""
 
     def __init__(self, engine: OpenVINOEngine, update_interval: int | None = None, mode: str = "async",
-                 hint: str | None = None, depth: int = 4):
+                 hint: str | None = None, depth: int = 4, redetect: int | None = None):
         if mode not in MODES:
             raise EdgetrackError(f"pipeline mode {mode!r}: expected one of {', '.join(MODES)}")
         self.engine = engine
         self.update_interval = update_interval
+        self.redetect = redetect  # re-detection windows per lost frame (None: the tracker's default)
         self.mode = mode
         self.hint = hint  # None: LATENCY for one target in all, THROUGHPUT for several in async mode
         self.depth = depth
@@ -178,11 +184,14 @@ class Pipeline:
         if not boxes:
             raise EdgetrackError(f"{s.source.name}: no box to track")
         for box in boxes:
-            t = Tracker(TargetKV(self.engine), update_interval=self.update_interval)
+            t = Tracker(TargetKV(self.engine), update_interval=self.update_interval, redetect=self.redetect)
             t.init(first.image, box)
             s.targets.append(t)
         s.crops = [None] * len(boxes)
         s.inputs = [None] * len(boxes)
+        s.windows = [[] for _ in boxes]
+        s.raw = [[] for _ in boxes]
+        s.left = [0] * len(boxes)
         s.started = 1
         s.results = [None] * len(boxes)
         self._hand_out(s, FrameResult(s.sid, first.index, first.image, [t.state for t in s.targets],
@@ -193,10 +202,12 @@ class Pipeline:
 
         n = sum(len(s.targets) for s in self.streams)
         hint = self.hint or search_hint(self.mode, n)
+        # requests: one per target, and room for the re-detection windows of lost targets
+        windows = sum(t.redetect for s in self.streams for t in s.targets)
         # the engine's own search model when it was compiled with this hint (edgetrack run
         # builds the engine with search_hint(...) of its targets): compiled once, not twice
         model = self.engine.search_model if hint == self.engine.search_hint else self.engine.compile("search", hint)
-        self.queue = ov.AsyncInferQueue(model, n if self.mode == "async" else 1)
+        self.queue = ov.AsyncInferQueue(model, n + windows if self.mode == "async" else 1)
         self.queue.set_callback(self._callback)
         log.info("pipeline: %d stream(s), %d target(s), %s, %s", len(self.streams), n, self.mode, hint)
 
@@ -205,7 +216,7 @@ class Pipeline:
         try:
             box = request.get_tensor("pred_boxes").data[0].copy()
             logit = float(request.get_tensor("pred_scores").data.reshape(-1)[0])
-            self._events.put(("done", *userdata, box, logit))
+            self._events.put(("done", *userdata, box, logit))  # userdata: (stream, target, request of the target)
         except BaseException as err:  # pragma: no cover - raised again on the main thread
             self._events.put(("error", err))
 
@@ -231,16 +242,27 @@ class Pipeline:
             except EdgetrackError as err:
                 s.frame, s.ended = None, True
                 raise EdgetrackError(f"{s.source.name}: {err}") from None
-            # shared, not copied: the crop array stays referenced in s.inputs until the result is in
-            self.queue.start_async({"search": s.inputs[tid], "template_kv": t.engine.kv}, userdata=(s.sid, tid),
-                                   share_inputs=True)
-            if self.mode == "sync":
-                self.queue.wait_all()
+            # a lost target also searches its re-detection windows, one request each
+            s.windows[tid] = t.prepare_windows(item.image)
+            s.left[tid] = 1 + len(s.windows[tid])
+            s.raw[tid] = [None] * s.left[tid]
+            # shared, not copied: the crop arrays stay referenced in s.inputs / s.windows until the results are in
+            for k, search in enumerate([s.inputs[tid]] + [w.search for w in s.windows[tid]]):
+                self.queue.start_async({"search": search, "template_kv": t.engine.kv}, userdata=(s.sid, tid, k),
+                                       share_inputs=True)
+                if self.mode == "sync":
+                    self.queue.wait_all()
 
-    def _done(self, sid: int, tid: int, box_norm: np.ndarray, logit: float) -> None:
+    def _done(self, sid: int, tid: int, k: int, box_norm: np.ndarray, logit: float) -> None:
         s = self.streams[sid]
         frame = s.frame
-        s.results[tid] = s.targets[tid].finish(frame.image, s.crops[tid], box_norm, logit)
+        s.raw[tid][k] = (box_norm, logit)
+        s.left[tid] -= 1
+        if s.left[tid]:
+            return  # the target's other requests are still in flight
+        (box_norm, logit), *found = s.raw[tid]
+        s.results[tid] = s.targets[tid].finish(frame.image, s.crops[tid], box_norm, logit,
+                                               [Found(w, *r) for w, r in zip(s.windows[tid], found)])
         s.pending -= 1
         if s.pending:
             return

@@ -358,13 +358,15 @@ class _Outputs:
 
 def run(sources: FrameSource | Sequence[FrameSource], engine, init_boxes: Sequence[Sequence] | None = None,
         output_boxes=None, output_video=None, display: bool = False, max_frames: int | None = None,
-        progress=None, mode: str = "async", update_interval: int | None = None) -> RunStats:
+        progress=None, mode: str = "async", update_interval: int | None = None,
+        redetect: int | None = None) -> RunStats:
     """Track through every source with one engine (an :class:`~edgetrack.engine.OpenVINOEngine`).
 
     ``init_boxes``: the boxes (x, y, w, h) per source, or None to draw one box on the only
     source's first frame (needs ``display``). ``output_boxes``/``output_video``: None or a path
     per source. ``max_frames``: per source, the first included. ``progress(n)`` is called per
-    frame tracked. Returns timing stats; the outputs are finalised however the run ends."""
+    frame tracked. ``redetect``: re-detection windows per lost frame (None: the tracker's
+    default, 0: off). Returns timing stats; the outputs are finalised however the run ends."""
     sources = [sources] if isinstance(sources, FrameSource) else list(sources)
     from edgetrack.pipeline import Pipeline
 
@@ -383,7 +385,7 @@ def run(sources: FrameSource | Sequence[FrameSource], engine, init_boxes: Sequen
             raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
         check_outputs(output_boxes, output_video, len(sources))
         boxes_paths, video_paths = as_list(output_boxes), as_list(output_video)
-        pipeline = Pipeline(engine, update_interval=update_interval, mode=mode)
+        pipeline = Pipeline(engine, update_interval=update_interval, mode=mode, redetect=redetect)
         for k, src in enumerate(sources):
             outs.append(_Outputs(src, boxes_paths[k] if boxes_paths else None, video_paths[k] if video_paths else None,
                                  (WINDOW if len(sources) == 1 else f"{WINDOW} {k + 1}") if display else None))

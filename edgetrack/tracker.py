@@ -6,12 +6,23 @@ pixels. Online template: after each frame, if the confidence is above 0.5 and ab
 since the last update, the template crop at the new box becomes the candidate; every
 ``update_interval`` frames the candidate becomes the online template (re-encoded once) and
 the candidate resets to the initial template.
+
+Re-detection (an edgetrack addition, ``redetect`` windows per frame; 0 gives the reference
+tracker exactly): while the confidence of the frame before is below ``LOST_SCORE``, the target
+is taken as lost, and besides the search crop around the last box the tracker searches
+``redetect`` windows of a grid over the whole frame (one search crop each, at the size of the
+last confident box; the windows take turns, so a lost target is looked for over the whole frame
+every few frames). A window whose confidence is above ``REDETECT_SCORE`` and above the local
+crop's replaces the local result: the tracker jumps there. The reference tracker only ever
+searches around its last box, so a target that leaves the frame and comes back elsewhere is
+not found again.
 """
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import replace
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +37,30 @@ log = logging.getLogger(__name__)
 
 CLIP_MARGIN = 10
 UPDATE_SCORE = 0.5
+# Re-detection (see the module doc). Chosen on the 30 validation sequences (seed 1) of the
+# synthetic eval split with the default model v4, FP32 bundle: benchmarks/redetect.md.
+REDETECT_WINDOWS = 2  # windows searched per frame while lost (the default of ``redetect``)
+LOST_SCORE = 0.3  # a frame with a confidence below this counts as lost
+LOST_FRAMES = 1  # after this many lost frames in a row, the next frames also search windows
+REDETECT_SCORE = 0.7  # a window's result is taken when its confidence is above this and the local one
+WINDOW_STRIDE = 0.6  # window centres lie this many window sides apart (neighbours overlap)
+
+
+class Window(NamedTuple):
+    """A re-detection window of one frame: its search crop (1, 3, S, S), where the crop came
+    from, and the box the crop is centred on (what the prediction is mapped back with)."""
+
+    search: np.ndarray
+    crop: Crop
+    box: Box
+
+
+class Found(NamedTuple):
+    """A re-detection window's raw result, handed to :meth:`Tracker.finish`."""
+
+    window: Window
+    box_norm: np.ndarray
+    logit: float
 
 
 def check_update_interval(value) -> int:
@@ -48,6 +83,31 @@ def check_search_factor(value, name: str = "search factor") -> float:
     return f
 
 
+def check_redetect(value) -> int:
+    """A number of re-detection windows per lost frame as an int >= 0 (0: off)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise EdgetrackError(f"re-detection windows {value!r}: expected a whole number >= 0 (0 turns it off)")
+    return int(value)
+
+
+def window_grid(frame_size: tuple[int, int], size: tuple[float, float], search_factor: float,
+                stride: float = WINDOW_STRIDE) -> list[Box]:
+    """The re-detection windows over a (W, H) frame: boxes of ``size`` (w, h) whose search
+    crops (side ``search_factor * sqrt(w * h)``) cover the frame, centres ``stride`` sides apart
+    (the outer crops touch the frame's edges), row by row."""
+    W, H = frame_size
+    w, h = size
+    side = search_factor * math.sqrt(w * h)
+
+    def centres(length: float) -> np.ndarray:
+        if length <= side:
+            return np.array([length / 2])
+        n = math.ceil((length - side) / (stride * side)) + 1
+        return np.linspace(side / 2, length - side / 2, n)
+
+    return [(float(x - w / 2), float(y - h / 2), float(w), float(h)) for y in centres(H) for x in centres(W)]
+
+
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -57,7 +117,7 @@ class Tracker:
 
     def __init__(self, model: str | Path | Bundle | Engine | None = None, device: str = "CPU",
                  update_interval: int | None = None, inference_precision: str | None = None,
-                 search_factor: float | None = None):
+                 search_factor: float | None = None, redetect: int | None = None):
         if model is None:  # the bundled default model (models/default.json), built on first use
             from edgetrack.default_model import default_bundle
 
@@ -70,6 +130,7 @@ class Tracker:
             self.config = replace(self.config, search_factor=check_search_factor(search_factor))
         self.update_interval = check_update_interval(
             self.config.update_interval if update_interval is None else update_interval)
+        self.redetect = REDETECT_WINDOWS if redetect is None else check_redetect(redetect)
         self.normalize = Normalizer(self.config.mean, self.config.std)
         # Buffers made once: each frame's crops are written into them, not allocated. The search
         # crop goes straight into the engine's bound input when it has one (OpenVINOEngine).
@@ -80,6 +141,9 @@ class Tracker:
         bound = getattr(model, "search_input", None)
         self._search_bound = bound is not None
         self._search = bound if bound is not None else np.empty((1, 3, c.search_size, c.search_size), np.float32)
+        # the re-detection windows' crops (the bound input holds the local crop)
+        self._window_inputs = [np.empty((1, 3, c.search_size, c.search_size), np.float32) for _ in range(self.redetect)]
+        self.redetections = 0  # jumps to a re-detection window since init
         self.state: Box | None = None
         self.frame_size: tuple[int, int] | None = None  # (W, H) of the init frame
         self.frame_id = 0
@@ -115,6 +179,10 @@ class Tracker:
         self.frame_id = 0
         self.score = 1.0
         self.frame_size = (frame.shape[1], frame.shape[0])
+        self._confident_size = (box[2], box[3])  # the size re-detection windows search at
+        self._next_window = 0
+        self._lost_run = 0  # lost frames in a row
+        self.redetections = 0
 
     def _check_size(self, frame: np.ndarray) -> None:
         """Every frame must have the init frame's size: the state is in its pixel coordinates
@@ -130,7 +198,8 @@ class Tracker:
         search, crop = self.prepare(frame)
         # an engine with a bound input already holds the crop: nothing to pass, nothing copied
         box_norm, logit = self.engine.infer(None if self._search_bound else search)
-        return self.finish(frame, crop, box_norm, logit)
+        found = [Found(w, *self.engine.infer(w.search)) for w in self.prepare_windows(frame)]
+        return self.finish(frame, crop, box_norm, logit, found)
 
     # The two halves of ``track`` around inference, so that several trackers can run their
     # search steps side by side (``edgetrack.multi.MultiTracker``).
@@ -147,13 +216,53 @@ class Tracker:
                                     self._scratch)
         return self.normalize(patch, self._search if out is None else out), crop
 
-    def finish(self, frame: np.ndarray, crop: Crop, box_norm: np.ndarray, logit: float) -> tuple[Box, float]:
-        """Map the prediction back, clip it, and run the online template rule."""
+    @property
+    def lost(self) -> bool:
+        """Whether the target has been lost (confidence below ``LOST_SCORE``) for the last
+        ``LOST_FRAMES`` frames: then re-detection windows are searched."""
+        return self._lost_run >= LOST_FRAMES
+
+    def prepare_windows(self, frame: np.ndarray) -> list[Window]:
+        """The re-detection windows to search in ``frame`` besides :meth:`prepare`'s crop: none
+        unless re-detection is on and the target was lost in the frame before; else the next
+        ``redetect`` windows of the grid (they take turns from frame to frame). Their crops are
+        written into the tracker's own buffers, reused on the next frame. Call after
+        :meth:`prepare` (which checks the frame)."""
+        if not self.redetect or not self.lost:
+            return []
+        c = self.config
+        grid = window_grid(self.frame_size, self._confident_size, c.search_factor)  # type: ignore[arg-type]
+        out = []
+        for buf in self._window_inputs[:len(grid)]:
+            box = grid[self._next_window % len(grid)]
+            self._next_window += 1
+            patch, crop = sample_target(frame, box, c.search_factor, c.search_size, self._search_patch, self._scratch)
+            out.append(Window(self.normalize(patch, buf), crop, box))
+        return out
+
+    def finish(self, frame: np.ndarray, crop: Crop, box_norm: np.ndarray, logit: float,
+               found: list[Found] | tuple = ()) -> tuple[Box, float]:
+        """Map the prediction back, clip it, take a re-detection window's result instead if one
+        is confident enough (``found``: the results of :meth:`prepare_windows`'s windows), and
+        run the online template rule."""
         c = self.config
         H, W = frame.shape[:2]
         self.frame_id += 1
         score = sigmoid(logit)
-        self.state = clip_box(map_box_back(box_norm, self.state, c.search_size, crop.resize_factor), H, W, CLIP_MARGIN)
+        state = map_box_back(box_norm, self.state, c.search_size, crop.resize_factor)
+        jumped = False
+        for f in found:
+            s = sigmoid(f.logit)
+            if s > REDETECT_SCORE and s > score:
+                score, state, jumped = s, map_box_back(f.box_norm, f.window.box, c.search_size,
+                                                       f.window.crop.resize_factor), True
+        if jumped:
+            self.redetections += 1
+            log.debug("frame %d: re-detected at %s (confidence %.2f)", self.frame_id, state, score)
+        self.state = clip_box(state, H, W, CLIP_MARGIN)
+        if score > UPDATE_SCORE:
+            self._confident_size = (self.state[2], self.state[3])
+        self._lost_run = self._lost_run + 1 if score < LOST_SCORE else 0
         self._update_templates(frame, score)
         self.score = score
         return self.state, score

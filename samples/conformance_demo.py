@@ -44,7 +44,8 @@ def main() -> int:
     sh(EDGETRACK, "convert", ckpt, "--arch", "mixformerv2-s", "-o", model)
     box = ",".join(f"{v:g}" for v in ref["init_box"])
     sh(EDGETRACK, "run", "--model", model, "--frames", frames, "--init-box", box,
-       "--update-interval", int(ref["update_interval"]), "--output-boxes", out / "conformance_boxes.txt",
+       "--update-interval", int(ref["update_interval"]), "--redetect", 0,  # the reference loop: no re-detection
+       "--output-boxes", out / "conformance_boxes.txt",
        "--output-video", out / "conformance.mp4", "--no-display")
 
     got = np.loadtxt(out / "conformance_boxes.txt", delimiter=",")[1:]

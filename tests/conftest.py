@@ -112,6 +112,17 @@ def tiny_bundle(tmp_path_factory):
                          monolithic=True)
 
 
+@pytest.fixture(scope="session")
+def default_model_bundle(tmp_path_factory):
+    """The default model's bundle (models/default.json), built once into a temporary cache:
+    ``EDGETRACK_CACHE`` points there only while it is built (its parents[1] is that cache)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGETRACK_CACHE", str(tmp_path_factory.mktemp("cache")))
+        from edgetrack.default_model import build_default_bundle
+
+        return build_default_bundle()
+
+
 def moving_square_frames(n: int = 12, size=(120, 160), seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """RGB frames of a textured square moving over a noisy background, and its true boxes."""
     rng = np.random.default_rng(seed)

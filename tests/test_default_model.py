@@ -18,21 +18,8 @@ pytestmark = pytest.mark.xdist_group("default_model")
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    import os
-
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("EDGETRACK_CACHE")
-    os.environ["EDGETRACK_CACHE"] = str(cache)
-    try:
-        from edgetrack.default_model import build_default_bundle
-
-        yield build_default_bundle()
-    finally:
-        if old is None:
-            os.environ.pop("EDGETRACK_CACHE", None)
-        else:
-            os.environ["EDGETRACK_CACHE"] = old
+def built(default_model_bundle):
+    return default_model_bundle
 
 
 def test_manifest_and_weights_agree():

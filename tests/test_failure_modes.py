@@ -219,6 +219,9 @@ def test_eval_does_not_resume_with_another_model(tiny_bundle, tmp_path):
     assert run_eval(seqs, TrackerSpec("model", str(b2), search_factor=default_sf), res).skipped == ["sq0", "sq1"]
     with pytest.raises(EdgetrackError, match="search_factor .* there, 5.5 now"):
         run_eval(seqs, TrackerSpec("model", str(b2), search_factor=5.5), res)
+    assert run_eval(seqs, TrackerSpec("model", str(b2), redetect=2), res).skipped == ["sq0", "sq1"]  # the default
+    with pytest.raises(EdgetrackError, match="redetect 2 there, None now"):  # the reference loop: other boxes
+        run_eval(seqs, TrackerSpec("model", str(b2), redetect=0), res)
     with pytest.raises(EdgetrackError, match="device CPU there, AUTO now"):
         run_eval(seqs, TrackerSpec("model", str(b2), device="AUTO"), res)
     with pytest.raises(EdgetrackError, match="OpenCV kcf now"):
@@ -315,6 +318,7 @@ def test_run_refuses_a_frame_of_another_size(tiny_bundle, frames_dir, tmp_path):
 @pytest.mark.parametrize("args, expected", [
     (["--update-interval", "0"], "error: --update-interval 0: expected 1 or more (frames between template updates)"),
     (["--max-frames", "0"], "error: --max-frames 0: expected 1 or more"),
+    (["--redetect", "-1"], "error: --redetect -1: expected 0 or more (windows per lost frame; 0 turns it off)"),
 ])
 def test_run_options_out_of_range(tiny_bundle, frames_dir, args, expected):
     p = edgetrack("run", "-m", tiny_bundle.path, "--frames", frames_dir, "--init-box", INIT, "--no-display", *args)
@@ -324,12 +328,13 @@ def test_run_options_out_of_range(tiny_bundle, frames_dir, args, expected):
 @pytest.mark.parametrize("args, expected", [
     (["--update-interval", "0"], "error: --update-interval 0: expected 1 or more (frames between template updates)"),
     (["--search-factor", "1"], "error: --search-factor 1.0: expected a number above 1 (search crop side / target size)"),
+    (["--redetect", "-1"], "error: --redetect -1: expected 0 or more (windows per lost frame; 0 turns it off)"),
 ])
 def test_eval_options_out_of_range(tiny_bundle, tmp_path, args, expected):
     p = edgetrack("eval", "-m", tiny_bundle.path, "-d", f"folder:{tmp_path}", "-r", tmp_path / "res", *args)
     assert error_line(p) == expected
     assert error_line(edgetrack("eval", "-t", "kcf", "-d", f"folder:{tmp_path}", "-r", tmp_path / "res", *args)) == \
-        "error: --update-interval and --search-factor are for --model (a MixFormerV2 bundle)"
+        "error: --update-interval, --search-factor and --redetect are for --model (a MixFormerV2 bundle)"
 
 
 def test_one_tracked_frame_prints_no_nan(tiny_bundle, frames_dir):

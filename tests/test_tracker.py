@@ -33,7 +33,7 @@ def ref():
 def test_torch_loop_matches_reference_tracker(ref, make_checkpoint):
     model = load_official_checkpoint(make_checkpoint("mixformerv2-s", int(ref["weight_seed"])), "mixformerv2-s")
     for monolithic in (True, False):
-        tracker = Tracker(TorchEngine(model, monolithic=monolithic), update_interval=int(ref["update_interval"]))
+        tracker = Tracker(TorchEngine(model, monolithic=monolithic), update_interval=int(ref["update_interval"]), redetect=0)
         s_in, s_out, score = run_loop(tracker, ref["frames"], ref["init_box"])
         np.testing.assert_allclose(s_in, ref["state_in"], atol=0.01, rtol=0)
         np.testing.assert_allclose(s_out, ref["state_out"], atol=0.01, rtol=0)
@@ -43,7 +43,8 @@ def test_torch_loop_matches_reference_tracker(ref, make_checkpoint):
 @pytest.mark.xdist_group("bundle_s")
 def test_openvino_bundle_loop_matches_reference_tracker(ref, make_bundle):
     bundle = make_bundle(int(ref["weight_seed"]))
-    tracker = Tracker(bundle.path, device="CPU", update_interval=int(ref["update_interval"]), inference_precision="f32")
+    tracker = Tracker(bundle.path, device="CPU", update_interval=int(ref["update_interval"]), inference_precision="f32",
+                      redetect=0)
     s_in, s_out, score = run_loop(tracker, ref["frames"], ref["init_box"])
     np.testing.assert_allclose(s_out, ref["state_out"], atol=0.5, rtol=0)
     np.testing.assert_allclose(score, ref["score"], atol=1e-3, rtol=0)
@@ -93,7 +94,7 @@ def test_online_template_update_rule(ref, make_checkpoint):
     """Template keys/values are recomputed only when the online template changes."""
     model = load_official_checkpoint(make_checkpoint("mixformerv2-s", int(ref["weight_seed"])), "mixformerv2-s")
     eng = CountingEngine(model, monolithic=False)
-    tracker = Tracker(eng, update_interval=int(ref["update_interval"]))
+    tracker = Tracker(eng, update_interval=int(ref["update_interval"]), redetect=0)
     _, _, scores = run_loop(tracker, ref["frames"], ref["init_box"])
     interval = int(ref["update_interval"])
     # expected: one run at init, then one per update frame whose interval saw a score > 0.5

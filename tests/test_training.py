@@ -120,6 +120,35 @@ def test_negatives_and_determinism(seqs):
         assert seqs[d.seq].present[d.template_ids].all()  # templates never on absent frames
 
 
+def test_elsewhere_negatives_leave_the_target_out(seqs):
+    """elsewhere_prob=1: every negative is a search crop of a frame with the target whose
+    window (after the jitter, with the flip) does not reach the target's box; positives and the
+    draws of elsewhere_prob=0 stay what they were (the extra draw is made only when it is on)."""
+    cfg = get_config("mixformerv2-tiny")
+    sp = SamplerConfig(mode="trident", pos_prob=0.5, elsewhere_prob=1.0)
+    ds = TripletDataset(seqs, cfg, sp, seed=3)
+    negatives = 0
+    for i in range(40):
+        d, frames = ds.draw(i)
+        if d.label == 1.0:
+            continue
+        negatives += 1
+        seq = ds.all_sequences[d.search_seq]
+        assert d.search_seq == d.seq and seq.present[d.search_id]  # the target is in that frame
+        target = tuple(seq.ground_truth[d.search_id])
+        if d.flip:
+            target = (frames[2].shape[1] - target[0] - target[2], *target[1:])
+        x1, y1, side = crop_window(d.jittered[2], cfg.search_factor)
+        x, y, w, h = target
+        assert x + w <= x1 or x >= x1 + side or y + h <= y1 or y >= y1 + side, (i, target, (x1, y1, side))
+    assert 5 < negatives < 35
+    plain = TripletDataset(seqs, cfg, SamplerConfig(mode="trident", pos_prob=0.5), seed=3)
+    old = TripletDataset(seqs, cfg, SamplerConfig(mode="trident", pos_prob=0.5, elsewhere_prob=0.0), seed=3)
+    assert all(plain.draw(i)[0] == old.draw(i)[0] for i in range(20))
+    with pytest.raises(ValueError, match="elsewhere_prob"):
+        SamplerConfig(elsewhere_prob=1.5)
+
+
 def test_absent_frames_are_never_templates():
     s = render_sequence(1, 0, "train", SIZE, FRAMES, challenges=())
     vis = np.ones(FRAMES, bool)

@@ -22,7 +22,9 @@ as MixFormerV2 configures them):
   ``U(0.8, 1.2)`` clipped to [0, 1] and a horizontal flip of the crop with p=0.5;
 * negatives (score head, ``pos_prob`` < 1): label 0, the search crop comes from a frame of the
   same sequence where the target is absent (around a centre box of 1/8 of the frame), else from
-  a frame of another sequence (around that sequence's box).
+  a frame of another sequence (around that sequence's box); with ``elsewhere_prob``, a negative
+  is instead a crop of the search frame (target present) at a uniform place that leaves the
+  target out (redrawn if the jitter moves it onto the target): what re-detection windows see.
 
 Crops are made with :func:`edgetrack.geometry.sample_target` (the runtime's rule); the search
 box is ``x, y, w, h`` normalised by the crop side: exactly where the object lies in the crop.
@@ -224,6 +226,10 @@ class SamplerConfig:
     crop_flip_prob: float = 0.5
     brightness: float = 0.2
     pos_prob: float = 1.0  # probability of a positive sample; < 1 adds negatives (score head)
+    # probability that a negative is cut from a frame *with* the target, elsewhere: a search crop
+    # of the target's size that does not reach the target (what a re-detection window away from
+    # the target sees: background and look-alikes of the same frame)
+    elsewhere_prob: float = 0.0
     max_tries: int = 100
 
     def center_jitter(self, index: int) -> float:
@@ -238,6 +244,8 @@ class SamplerConfig:
             raise ValueError(f"sampler mode {self.mode!r}: expected 'causal' or 'trident'")
         if not 0.0 <= self.pos_prob <= 1.0:
             raise ValueError(f"pos_prob {self.pos_prob}: expected a probability")
+        if not 0.0 <= self.elsewhere_prob <= 1.0:
+            raise ValueError(f"elsewhere_prob {self.elsewhere_prob}: expected a probability")
 
 
 @dataclass
@@ -278,6 +286,30 @@ def _center_box(h: int, w: int) -> Box:
     """The reference's box for a frame without the target: 1/8 of the frame around its centre."""
     cx, cy, bw, bh = w / 2, h / 2, w / 8, h / 8
     return (float(int(cx - bw / 2)), float(int(cy - bh / 2)), float(int(bw)), float(int(bh)))
+
+
+def _overlaps(window: tuple[int, int, int], box: Box) -> bool:
+    """Whether a crop window (x1, y1, side) and a box (x, y, w, h) share any area."""
+    x1, y1, side = window
+    x, y, w, h = box
+    return x < x1 + side and x1 < x + w and y < y1 + side and y1 < y + h
+
+
+def _elsewhere_box(rng: np.random.Generator, target: Box, shape: tuple[int, ...], factor: float,
+                   tries: int = 8) -> Box | None:
+    """A box of ``target``'s size at a uniform place in a (H, W) frame whose search crop
+    (``factor``) leaves the target out; None when ``tries`` places all reach it (the target
+    fills most of the frame)."""
+    H, W = shape[:2]
+    x, y, w, h = target
+    if not (w > 0 and h > 0):
+        return None
+    for _ in range(tries):
+        cx, cy = rng.uniform(0, W), rng.uniform(0, H)
+        box = (float(cx - w / 2), float(cy - h / 2), float(w), float(h))
+        if not _overlaps(crop_window(box, factor), target):
+            return box
+    return None
 
 
 def _crop_ok(box: Box, factor: float, shape: tuple[int, ...], tokens: int) -> bool:
@@ -413,11 +445,19 @@ class TripletDataset(Dataset):
             t_ids, s_id = ids
             frames = [seq.frame(i) for i in t_ids]
             boxes: list[Box] = [tuple(seq.ground_truth[i]) for i in t_ids]  # type: ignore[misc]
-            label, s_seq = 1.0, si
+            label, s_seq, avoid = 1.0, si, None
             if rng.random() >= sp.pos_prob:  # negative sample
                 label = 0.0
-                s_id = self._pick(rng, seq.present, 0, len(seq), want=False)
-                if s_id is not None:
+                if sp.elsewhere_prob > 0 and rng.random() < sp.elsewhere_prob:
+                    s_frame, avoid = seq.frame(s_id), tuple(seq.ground_truth[s_id])
+                    s_box = _elsewhere_box(rng, avoid, s_frame.shape, self.s_factor)
+                    s_id = None if s_box is None else s_id
+                else:
+                    s_id = self._pick(rng, seq.present, 0, len(seq), want=False)
+                if avoid is not None:
+                    if s_id is None:  # no room in that frame for a crop away from the target
+                        continue
+                elif s_id is not None:
                     s_frame = seq.frame(s_id)
                     s_box = _center_box(*s_frame.shape[:2])
                 else:  # no frame without the target here: a frame of another sequence
@@ -437,6 +477,7 @@ class TripletDataset(Dataset):
                 d.flip = bool(rng.random() < sp.flip_prob)
             if d.flip:
                 boxes = [_flip_box(b, f.shape[1]) for b, f in zip(boxes, frames)]
+                avoid = None if avoid is None else _flip_box(avoid, frames[2].shape[1])
             d.boxes = boxes
             jit = [(sp.template_center_jitter, sp.template_scale_jitter)] * 2 + [(sp.center_jitter(index), sp.search_scale_jitter)]
             d.jittered = [_jitter(rng, b, c, s) for b, (c, s) in zip(boxes, jit)]
@@ -444,6 +485,8 @@ class TripletDataset(Dataset):
             tokens = (self.t_tokens, self.t_tokens, self.s_tokens)
             if not all(_crop_ok(b, f, fr.shape, t) for b, f, fr, t in zip(d.jittered, factors, frames, tokens)):
                 continue
+            if avoid is not None and _overlaps(crop_window(d.jittered[2], self.s_factor), avoid):
+                continue  # the jitter moved the crop onto the target
             if sp.augment:
                 lo = max(0.0, 1.0 - sp.brightness)
                 d.brightness = (float(rng.uniform(lo, 1.0 + sp.brightness)), float(rng.uniform(lo, 1.0 + sp.brightness)))

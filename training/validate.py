@@ -13,7 +13,8 @@ seed 0, so no validation sequence is a benchmark sequence), written once to a ca
 The sequences advance together (:func:`track_batched`): one forward a frame index for every
 sequence still running, the frames decoded by a few threads, the next index's while this one is
 tracked; each sequence keeps its own :class:`~edgetrack.tracker.Tracker` (crops, templates,
-update rule), so only the batching differs from running them one by one.
+update rule, re-detection windows while lost), so only the batching differs from running them
+one by one.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from edgetrack.errors import EdgetrackError
 from edgetrack.metrics import evaluate_sequence, summarize
 from edgetrack.sequence import Sequence
 from edgetrack.synth.library import cache_root
-from edgetrack.tracker import Tracker
+from edgetrack.tracker import Found, Tracker
 from training.models.mixformerv2 import MixFormerV2
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class ValConfig:
     min_frames: int = 100
     max_frames: int = 150
     update_interval: int | None = None  # None: the model's
+    redetect: int | None = None  # re-detection windows per lost frame; None: the tracker's default, 0: off
     folder: str | None = None  # a dataset spec to validate on instead (e.g. folder:/data/val)
     workers: int = 1  # processes that write the validation sequences the first time
 
@@ -81,18 +83,18 @@ class _TemplateSlot:
 
 @torch.no_grad()
 def track_batched(model: torch.nn.Module, sequences: list[Sequence], update_interval: int | None = None,
-                  threads: int = 4) -> list[np.ndarray]:
+                  threads: int = 4, redetect: int | None = None) -> list[np.ndarray]:
     """Every sequence's boxes (N, 4) from its first box, as :func:`edgetrack.evaluation.track_sequence`
     gives them with a :class:`training.engine.TorchEngine` tracker (the model's full forward each
     frame), but the sequences advance together: one forward of the model a frame index, batched
-    over the sequences still running."""
+    over the sequences still running (and the re-detection windows of those that are lost)."""
     model = model.eval()
     device = next(model.parameters()).device
     config = model.cfg.tracker_config()
     if update_interval:
         config = replace(config, update_interval=update_interval)
     has_score = isinstance(model, MixFormerV2)
-    trackers = [Tracker(_TemplateSlot(config)) for _ in sequences]
+    trackers = [Tracker(_TemplateSlot(config), redetect=redetect) for _ in sequences]
     boxes = [np.zeros((len(s), 4)) for s in sequences]
     for seq in sequences:
         if not np.isfinite(seq.init_box).all():
@@ -115,17 +117,27 @@ def track_batched(model: torch.nn.Module, sequences: list[Sequence], update_inte
                     trackers[j].init(frames[j], sequences[j].init_box)
                     boxes[j][0] = sequences[j].init_box
                 continue
-            crops, searches = {}, []
+            # each live sequence's search crop, then the re-detection windows of those that are lost
+            crops, searches, owners, windows = {}, [], [], []
             for j in live:
                 search, crops[j] = trackers[j].prepare(frames[j])
                 searches.append(search)
-            slots = [trackers[j].engine for j in live]
+                owners.append(j)
+            for j in live:
+                for w in trackers[j].prepare_windows(frames[j]):
+                    searches.append(w.search)
+                    owners.append(j)
+                    windows.append(w)
+            slots = [trackers[j].engine for j in owners]
             out = model(batch([s.template for s in slots]), batch([s.online_template for s in slots]), batch(searches))
-            pred = out["pred_boxes"].view(len(live), -1, 4).mean(1).float().cpu().numpy()
+            pred = out["pred_boxes"].view(len(owners), -1, 4).mean(1).float().cpu().numpy()
             logits = (out["pred_scores"].view(-1).float().cpu().numpy() if has_score and "pred_scores" in out
-                      else np.zeros(len(live)))
+                      else np.zeros(len(owners)))
+            found: dict[int, list[Found]] = {j: [] for j in live}
+            for k, w in enumerate(windows, start=len(live)):
+                found[owners[k]].append(Found(w, pred[k], float(logits[k])))
             for k, j in enumerate(live):
-                box, _ = trackers[j].finish(frames[j], crops[j], pred[k], float(logits[k]))
+                box, _ = trackers[j].finish(frames[j], crops[j], pred[k], float(logits[k]), found[j])
                 boxes[j][i] = box
     return boxes
 
@@ -154,7 +166,8 @@ class Validator:
         t0 = time.perf_counter()
         scores = []
         try:
-            for seq, boxes in zip(self.sequences, track_batched(model, self.sequences, self.cfg.update_interval)):
+            for seq, boxes in zip(self.sequences, track_batched(model, self.sequences, self.cfg.update_interval,
+                                                                      redetect=self.cfg.redetect)):
                 scores.append(evaluate_sequence(boxes, seq.ground_truth, visible=seq.visible, name=seq.name))
         finally:
             model.train(was_training)

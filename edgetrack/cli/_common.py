@@ -55,6 +55,18 @@ def check_update_interval_option(update_interval: Optional[int]) -> Optional[int
     return update_interval
 
 
+REDETECT_HELP = ("Re-detection windows searched per frame while the target is lost (confidence below 0.3): "
+                 "a grid over the whole frame, in turns. Default 2; 0 turns it off (the reference MixFormerV2 "
+                 "tracker, which only searches around its last box).")
+
+
+def check_redetect_option(redetect: Optional[int]) -> Optional[int]:
+    """``--redetect`` of ``run`` and ``eval``: None (the default) or 0 or more."""
+    if redetect is not None and redetect < 0:
+        raise EdgetrackError(f"--redetect {redetect}: expected 0 or more (windows per lost frame; 0 turns it off)")
+    return redetect
+
+
 def check_absent(absent: str) -> str:
     """``--absent``: one of the scoring policies of absent frames."""
     from edgetrack.metrics import ABSENT_POLICIES

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from edgetrack.cli._common import (ABSENT_HELP, check_absent, check_update_interval_option, dataset_option,
+from edgetrack.cli._common import (ABSENT_HELP, REDETECT_HELP, check_absent, check_redetect_option,
+                                   check_update_interval_option, dataset_option,
                                    sequence_names)
 from edgetrack.errors import EdgetrackError
 from edgetrack.io import write_json_atomic
@@ -40,11 +41,12 @@ def eval_cmd(
     absent: str = typer.Option("score", "--absent", help=ABSENT_HELP),
     update_interval: Optional[int] = typer.Option(None, "--update-interval", help="Frames between online template updates (default: the bundle's)."),
     search_factor: Optional[float] = typer.Option(None, "--search-factor", help="Search crop side / target size (default: the bundle's; the reference tunes it per benchmark, e.g. 4.4 LaSOT, 4.55 TrackingNet for MixFormerV2-S)."),
+    redetect: Optional[int] = typer.Option(None, "--redetect", help=REDETECT_HELP),
     overwrite: bool = typer.Option(False, "--overwrite", help="Run every sequence again, replacing the results folder's results (also those of another tracker)."),
 ) -> None:
     """Run a tracker over a dataset, write pytracking-layout results, print a summary.
 
-    Each sequence starts from its first ground-truth box. Finished sequences (both result files complete) are skipped, so an interrupted run resumes where it stopped. A results folder belongs to the tracker that started it (<results>/tracker.json: bundle hash, device, update interval, precision): another tracker is refused unless --overwrite. Writes <results>/<seq>.txt (x,y,w,h per frame) and <results>/<seq>_time.txt (seconds per frame).
+    Each sequence starts from its first ground-truth box. Finished sequences (both result files complete) are skipped, so an interrupted run resumes where it stopped. A results folder belongs to the tracker that started it (<results>/tracker.json: bundle hash, device, update interval, precision, re-detection): another tracker is refused unless --overwrite. Writes <results>/<seq>.txt (x,y,w,h per frame) and <results>/<seq>_time.txt (seconds per frame).
 
     Example:
 
@@ -67,8 +69,8 @@ def eval_cmd(
 
         if tracker.lower() not in PEERS:
             raise EdgetrackError(f"--tracker {tracker!r}: expected one of {', '.join(sorted(PEERS))}")
-        if update_interval is not None or search_factor is not None:
-            raise EdgetrackError("--update-interval and --search-factor are for --model (a MixFormerV2 bundle)")
+        if update_interval is not None or search_factor is not None or redetect is not None:
+            raise EdgetrackError("--update-interval, --search-factor and --redetect are for --model (a MixFormerV2 bundle)")
         spec = TrackerSpec("peer", tracker.lower(), device)
     else:
         assert model is not None
@@ -78,7 +80,8 @@ def eval_cmd(
 
         spec = TrackerSpec("model", str(model), device, update_interval=check_update_interval_option(update_interval),
                            search_factor=None if search_factor is None else check_search_factor(search_factor,
-                                                                                                "--search-factor"))
+                                                                                                "--search-factor"),
+                           redetect=check_redetect_option(redetect))
     seqs = load_dataset(dataset, sequence_names(sequences))
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from edgetrack.cli._common import check_update_interval_option
+from edgetrack.cli._common import REDETECT_HELP, check_redetect_option, check_update_interval_option
 from edgetrack.errors import EdgetrackError
 from edgetrack.geometry import Box
 
@@ -53,6 +53,7 @@ def run_cmd(
                                             "Once per source."),
     no_display: bool = typer.Option(False, "--no-display", help="Do not open a window."),
     update_interval: Optional[int] = typer.Option(None, "--update-interval", help="Frames between online template updates (default: the bundle's)."),
+    redetect: Optional[int] = typer.Option(None, "--redetect", help=REDETECT_HELP),
     device: str = typer.Option("CPU", "--device", help="OpenVINO device: CPU, GPU, NPU or AUTO."),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="Stop after this many frames (per source)."),
     live: bool = typer.Option(False, "--live", help="Play videos and folders at their frame rate, as a camera: "
@@ -77,6 +78,7 @@ def run_cmd(
     # every option is checked before the model is loaded or a frame is read
     boxes = [parse_box(b) for b in init_box]
     check_update_interval_option(update_interval)
+    check_redetect_option(redetect)
     if max_frames is not None and max_frames < 1:
         raise EdgetrackError(f"--max-frames {max_frames}: expected 1 or more")
     n_sources = len(camera) + len(video) + len(frames)
@@ -107,7 +109,7 @@ def run_cmd(
             src.close()
         raise
     stats = run(sources, engine, per_source, output_boxes or None, output_video or None, display, max_frames,
-                mode="sync" if sync else "async", update_interval=update_interval)
+                mode="sync" if sync else "async", update_interval=update_interval, redetect=redetect)
     ms = sorted(stats.latency_ms)
     timing = f"capture to box median {ms[len(ms) // 2]:.2f} ms" if ms else "no frame tracked after the first"
     typer.echo(f"{stats.frames} frames in {stats.seconds:.2f} s ({stats.fps:.1f} FPS end to end, {timing})")

@@ -136,6 +136,9 @@ def train_cmd(
     ema: Optional[float] = typer.Option(None, "--ema", help="Average the weights with this decay per step (e.g. "
                                         "0.999; 0 = off, the default): validation, OUT.best.pth and OUT hold the average."),
     search_jitter: Optional[float] = typer.Option(None, "--search-jitter", help="Search centre jitter (reference 4.5)."),
+    elsewhere_prob: Optional[float] = typer.Option(None, "--elsewhere-prob", help="Score stage: the share of negatives "
+                                                   "cut from a frame with the target, away from it (what re-detection "
+                                                   "windows see); default 0."),
     search_jitter_start: Optional[float] = typer.Option(None, "--search-jitter-start", help="Curriculum: the jitter "
                                                         "at step 0, growing linearly to --search-jitter over --jitter-ramp steps."),
     jitter_ramp: int = typer.Option(0, "--jitter-ramp", help="Curriculum length in steps (0 = fixed jitter)."),
@@ -187,8 +190,12 @@ def train_cmd(
                        ("fade_fraction", fade_fraction), ("remove_layers", _layers(remove_layers))):
         if value is not None:
             st[key] = str(value) if isinstance(value, Path) else value
-    if search_jitter is not None or search_jitter_start is not None:
+    if search_jitter is not None or search_jitter_start is not None or elsewhere_prob is not None:
         jit = dict(st.get("sampler", {}))
+        if elsewhere_prob is not None:
+            if not 0.0 <= elsewhere_prob <= 1.0:
+                raise EdgetrackError(f"--elsewhere-prob {elsewhere_prob}: expected a probability (0 to 1)")
+            jit["elsewhere_prob"] = elsewhere_prob
         if search_jitter is not None:
             jit["search_center_jitter"] = search_jitter
         if search_jitter_start is not None:

@@ -51,7 +51,8 @@ def describe_identity(ident: dict) -> str:
         return f"OpenCV {ident.get('tracker')}"
     if ident.get("kind") == "model":
         return (f"bundle {ident.get('label')} (sha256 {_show(ident.get('bundle_sha256'))}) on {ident.get('device')}, "
-                f"{ident.get('inference_precision')}, update interval {ident.get('update_interval')}")
+                f"{ident.get('inference_precision')}, update interval {ident.get('update_interval')}, "
+                f"re-detection {ident.get('redetect') or 'off'}")
     return "an unknown tracker"
 
 

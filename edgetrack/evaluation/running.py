@@ -42,6 +42,7 @@ class TrackerSpec:
     update_interval: int | None = None  # None: the bundle's
     inference_precision: str | None = None  # None: f32 for FP32 bundles, the plugin's default otherwise
     search_factor: float | None = None  # None: the bundle's
+    redetect: int | None = None  # re-detection windows per lost frame; None: the tracker's default
 
     @property
     def label(self) -> str:
@@ -57,7 +58,8 @@ class TrackerSpec:
             from edgetrack.tracker import Tracker
 
             return Tracker(Path(self.name), device=self.device, update_interval=self.update_interval,
-                           inference_precision=self.inference_precision, search_factor=self.search_factor)
+                           inference_precision=self.inference_precision, search_factor=self.search_factor,
+                           redetect=self.redetect)
         raise EdgetrackError(f"tracker kind {self.kind!r}: expected peer or model")
 
     def identity(self) -> dict:
@@ -79,6 +81,11 @@ class TrackerSpec:
                  "update_interval": int(self.update_interval or meta["update_interval"])}
         if self.search_factor is not None and float(self.search_factor) != float(meta["search_factor"]):
             ident["search_factor"] = float(self.search_factor)  # only when it is not the bundle's (older folders have none)
+        from edgetrack.tracker import REDETECT_WINDOWS
+
+        redetect = REDETECT_WINDOWS if self.redetect is None else int(self.redetect)
+        if redetect:  # folders from before re-detection have none: they ran without it
+            ident["redetect"] = redetect
         return ident
 
 
