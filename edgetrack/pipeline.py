@@ -8,11 +8,11 @@
   frame in flight at a time: its next search crop is centred on the box of the frame before,
   so it cannot be cut before that box is known. While it is lost, its re-detection windows
   (:meth:`Tracker.prepare_windows`) are requests of the same frame, run side by side with
-  its search crop; the frame's box is known when all of them are in. What overlaps with a request is everything
-  that does not depend on its box: capturing and decoding the next frames, cutting and
-  starting the crops of the other targets of the frame and of the other streams (their
-  requests run side by side), and drawing, writing and showing the previous frame (its
-  result is handed out after the next frame's requests are started).
+  its search crop; the frame's box is known when all of them are in. What overlaps with a
+  request is everything that does not depend on its box: capturing and decoding the next
+  frames, cutting and starting the crops of the other targets of the frame and of the other
+  streams (their requests run side by side), and drawing, writing and showing the previous
+  frame (its result is handed out after the next frame's requests are started).
 * **Main thread.** Crops, the box mapping, the online-template rule and the result callback
   (drawing, display: GUI toolkits want their windows there) all run on the thread that calls
   :meth:`Pipeline.run`.

@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import replace
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
