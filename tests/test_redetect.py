@@ -167,3 +167,8 @@ def test_batched_validation_redetects_like_the_tracker(clip):
         if seq is lost:
             assert tracker.redetections >= 1
             assert rect_iou(boxes[BACK + 5:], gt[BACK + 5:]).mean() > 0.6
+    # ValConfig.redetect = 0: the reference loop, which does not find the target again
+    (plain,) = track_batched(model, [lost], redetect=0)
+    want, _ = track_sequence(Tracker(TorchEngine(model), redetect=0), lost)
+    np.testing.assert_allclose(plain, want, atol=1e-3)
+    assert rect_iou(plain[BACK + 5:], gt[BACK + 5:]).max() == 0.0
