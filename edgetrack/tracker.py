@@ -40,8 +40,7 @@ UPDATE_SCORE = 0.5
 # Re-detection (see the module doc). Chosen on the 30 validation sequences (seed 1) of the
 # synthetic eval split with the default model v4, FP32 bundle: benchmarks/redetect.md.
 REDETECT_WINDOWS = 2  # windows searched per frame while lost (the default of ``redetect``)
-LOST_SCORE = 0.3  # a frame with a confidence below this counts as lost
-LOST_FRAMES = 1  # after this many lost frames in a row, the next frames also search windows
+LOST_SCORE = 0.3  # a frame with a confidence below this counts as lost: the next frame also searches windows
 REDETECT_SCORE = 0.7  # a window's result is taken when its confidence is above this and the local one
 WINDOW_STRIDE = 0.6  # window centres lie this many window sides apart (neighbours overlap)
 
@@ -181,7 +180,6 @@ class Tracker:
         self.frame_size = (frame.shape[1], frame.shape[0])
         self._confident_size = (box[2], box[3])  # the size re-detection windows search at
         self._next_window = 0
-        self._lost_run = 0  # lost frames in a row
         self.redetections = 0
 
     def _check_size(self, frame: np.ndarray) -> None:
@@ -218,9 +216,9 @@ class Tracker:
 
     @property
     def lost(self) -> bool:
-        """Whether the target has been lost (confidence below ``LOST_SCORE``) for the last
-        ``LOST_FRAMES`` frames: then re-detection windows are searched."""
-        return self._lost_run >= LOST_FRAMES
+        """Whether the last frame's confidence says the target is lost (below ``LOST_SCORE``):
+        then the next frame also searches re-detection windows."""
+        return self.score < LOST_SCORE
 
     def prepare_windows(self, frame: np.ndarray) -> list[Window]:
         """The re-detection windows to search in ``frame`` besides :meth:`prepare`'s crop: none
@@ -262,7 +260,6 @@ class Tracker:
         self.state = clip_box(state, H, W, CLIP_MARGIN)
         if score > UPDATE_SCORE:
             self._confident_size = (self.state[2], self.state[3])
-        self._lost_run = self._lost_run + 1 if score < LOST_SCORE else 0
         self._update_templates(frame, score)
         self.score = score
         return self.state, score
