@@ -16,16 +16,18 @@ from edgetrack.tracker import REDETECT_WINDOWS, WINDOW_STRIDE, Tracker, check_re
 
 pytestmark = pytest.mark.xdist_group("default_model")
 
-GONE, BACK, N = 20, 30, 60  # the target leaves at frame GONE and comes back at frame BACK, far away
+GONE, BACK, N = 20, 30, 80  # the target leaves at frame GONE and comes back at frame BACK, far away
 
 
 def teleport_frames():
     """A real photo (skimage's coffee) as the background and a cat's face (skimage's chelsea,
-    80x80) moving in the top left; it vanishes for 10 frames and comes back in the bottom right,
-    outside the search crop around where it left (side 4.5 x 80 = 360 px)."""
+    80x80) moving in the top left of a 1280x720 frame; it vanishes for 10 frames and comes back
+    in the bottom right, far outside the search crop around where it left (side 4.5 x 80 = 360
+    px). On 640x480 (until 2026-11-27) the default model v5's box grew while the target was
+    away, until its crop reached the bottom right: the reference loop found the cat again there."""
     from skimage import data
 
-    bg = cv2.resize(data.coffee(), (640, 480), interpolation=cv2.INTER_AREA)
+    bg = cv2.resize(data.coffee(), (1280, 720), interpolation=cv2.INTER_LINEAR)
     target = cv2.resize(data.chelsea()[40:200, 120:280], (80, 80), interpolation=cv2.INTER_AREA)
     frames, gt = [], []
     for i in range(N):
@@ -33,7 +35,7 @@ def teleport_frames():
         if i < GONE:
             x, y = 100 + 2 * i, 100 + i
         elif i >= BACK:
-            x, y = 480 - 2 * (i - BACK), 330 - (i - BACK)
+            x, y = 1120 - 2 * (i - BACK), 600 - (i - BACK)
         else:
             x = y = None
         if x is None:

@@ -124,6 +124,7 @@ def test_validator_runs_the_real_tracker(tmp_path, monkeypatch):
         res = v(model)
         assert model.training
         assert 0.0 <= res["val_auc"] <= 1.0
+        assert "over 2 synthetic eval-split sequences, seed 1, 160x120, 8-10 frames" in res["val_on"]
         tracker = Tracker(TorchEngine(model))
         scores = [evaluate_sequence(track_sequence(tracker, s)[0], s.ground_truth, visible=s.visible) for s in v.sequences]
         assert res["val_auc"] == pytest.approx(summarize(scores).auc, abs=1e-9)
@@ -173,9 +174,35 @@ def test_release_writes_fp16_weights_and_a_manifest_that_verifies(seqs, tmp_path
     with torch.no_grad():
         a, b = full.eval()(*x)["pred_boxes"], half.eval()(*x)["pred_boxes"]
     assert torch.allclose(a, b, atol=2e-2) and a.dtype == b.dtype == torch.float32
+    assert m["validation"] == "none"  # this teacher was never validated
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(EdgetrackError, match="sha256"):
         verify(path.with_suffix(".json"))
+
+
+def test_release_says_what_the_validations_ran_on(seqs, tmp_path):
+    """The manifest's validation line comes from the validation records of the stage that gave
+    validation_auc; records that do not say (checkpoints from before 2026-11-27) need it given."""
+    from training import distill
+    from training.checkpoint import save_atomic
+    from training.release import release
+
+    sched = distill.schedule_for("teacher", 2, batch_size=2, log_every=1)
+    ck = torch.load(distill.train_teacher("mixvit-tiny", seqs, sched, tmp_path / "t.pth"), weights_only=False)
+    ck["history"] += [{"stage": "teacher", "step": 2, "val_auc": 0.25, "val_on": "over A"},
+                      {"stage": "teacher", "step": 2, "val_auc": 0.5, "val_on": "over B"},
+                      {"stage": "score", "step": 1, "loss": 1.0, "samples": 2}]
+    ck["stage"] = "score"
+    save_atomic(ck, tmp_path / "v.pth")
+    m = release(tmp_path / "v.pth", tmp_path / "m" / "v.pth", [], "d")
+    assert m["validation_auc"] == 0.5 and m["validation"] == "over B; best of the teacher stage"
+    for r in ck["history"]:
+        r.pop("val_on", None)
+    save_atomic(ck, tmp_path / "old.pth")
+    with pytest.raises(ValueError, match="--validation"):
+        release(tmp_path / "old.pth", tmp_path / "m" / "old.pth", [], "d")
+    m = release(tmp_path / "old.pth", tmp_path / "m" / "old.pth", [], "d", validation="over C")
+    assert m["validation"] == "over C; best of the teacher stage"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")

@@ -48,20 +48,24 @@ def plot(histories: dict[str, list[dict]], out: Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
 
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    colors = plt.get_cmap("tab20").colors  # one colour a stage in both panels (10 repeat too soon)
+    k = 0
     for label, hist in histories.items():
         for stage, s in series(hist).items():
             name = f"{label}: {stage}" if len(histories) > 1 else stage
+            c = colors[k % len(colors)]
+            k += 1
             if s["iou"]:
                 x, y = zip(*s["iou"])
-                a1.plot(x, y, label=name)
+                a1.plot(x, y, label=name, color=c)
             if s["val_auc"]:
                 x, y = zip(*s["val_auc"])
-                a2.plot(x, y, marker="o", label=name)
+                a2.plot(x, y, marker="o", label=name, color=c)
             if s.get("val_auc_average"):
                 x, y = zip(*s["val_auc_average"])
-                a2.plot(x, y, marker="s", linestyle="--", label=f"{name} (weight average)")
+                a2.plot(x, y, marker="s", linestyle="--", label=f"{name} (weight average)", color=c)
     a1.set(xlabel="samples seen", ylabel="training IoU (batch mean)", title="training IoU")
-    a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (seed-1 eval-split sequences, 12 or 24)", ylim=(0, 1))
+    a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (seed-1 eval split; 12, 24, then 48 seq.)", ylim=(0, 1))
     for a in (a1, a2):
         a.grid(alpha=0.3)
         a.legend(fontsize=8)

@@ -10,7 +10,7 @@
 # costs about a minute, and the call's limit_s shrinks to the device time left: keep CAMPAIGN_LIMIT
 # 30 s under it):
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
-#   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v5b.json
+#   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v6b.json
 # Back here:               the score head on the CPU, then release (see training/README.md); from a call
 #                           killed before its stage ended, the best so far is $OUT/live/*.best.pth:
 #   edgetrack train score --init $OUT/stage1b.best.pth --synth 200 --steps 500 --batch-size 32 --threads 2 \
@@ -21,7 +21,7 @@
 # stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of
 # sequences a stage: --device-crops off --synth-refresh 0), so a lease is not lost to a new path.
 set -uo pipefail
-RECIPE=${1:-training/recipes/default-mini-gpu-v5.json}
+RECIPE=${1:-training/recipes/default-mini-gpu-v6.json}
 OUT=${OUT:-/tmp/lease-out}
 mkdir -p "$OUT"
 export EDGETRACK_CACHE=${EDGETRACK_CACHE:-$PWD/.carry/cache}

@@ -54,7 +54,7 @@ def stage_summary(history: list[dict]) -> list[dict]:
 
 
 def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, notes: str = "",
-            extra: dict | None = None) -> dict:
+            extra: dict | None = None, validation: str | None = None) -> dict:
     """Write ``out`` (.pth, fp16 weights) and its manifest ``out`` with .json; returns the manifest."""
     out = Path(out)
     model, ck = load_model(ckpt)
@@ -69,6 +69,11 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
     val_stage = ck["stage"] if any(r.get("stage") == ck["stage"] for r in validated) else (
         validated[-1]["stage"] if validated else None)
     vals = [r["val_auc"] for r in validated if r.get("stage") == val_stage]
+    # what the validations ran on: given, else recorded with them (checkpoints since 2026-11-27)
+    validation = validation or next((r["val_on"] for r in reversed(validated)
+                                     if r.get("stage") == val_stage and r.get("val_on")), None)
+    if vals and not validation:
+        raise ValueError(f"{ckpt}: its validations do not say what they ran on; describe them (--validation)")
     manifest = {
         "name": out.stem,
         "file": out.name,
@@ -82,7 +87,7 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
         "samples_seen": int(sum(s["samples"] for s in stages)),
         "cpu_hours": round(sum(s["hours"] for s in stages), 6),
         "validation_auc": max(vals) if vals else None,
-        "validation": "runtime Tracker over 12 synthetic eval-split sequences, seed 1 (training.validate)"
+        "validation": (validation or "none")
                       + (f"; best of the {val_stage} stage" if val_stage and val_stage != ck["stage"] else ""),
         "commands": list(commands),
         "data": data,
@@ -117,9 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", action="append", default=[], help="a command that made it (repeat, in order)")
     ap.add_argument("--data", required=True, help="what it was trained on")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--validation", help="what its validations ran on (default: as recorded in its history)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    m = release(a.checkpoint, a.out, a.command, a.data, a.notes)
+    m = release(a.checkpoint, a.out, a.command, a.data, a.notes, validation=a.validation)
     sys.stdout.write(json.dumps({k: m[k] for k in ("name", "sha256", "bytes", "samples_seen", "cpu_hours",
                                                    "validation_auc")}, indent=2) + "\n")
     return 0

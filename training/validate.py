@@ -161,7 +161,7 @@ class Validator:
             raise EdgetrackError(f"validation data {spec}: no annotated sequence")
 
     @torch.no_grad()
-    def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+    def __call__(self, model: torch.nn.Module) -> dict[str, float | str]:
         was_training = model.training
         t0 = time.perf_counter()
         scores = []
@@ -173,10 +173,19 @@ class Validator:
             model.train(was_training)
         s = summarize(scores)
         return {"val_auc": float(s.auc), "val_p20": float(s.precision), "val_ao": float(s.ao),
-                "val_sec": time.perf_counter() - t0}
+                "val_sec": time.perf_counter() - t0, "val_on": self.describe()}
+
+    def describe(self) -> str:
+        """What these validations ran on, for the history and a released model's manifest."""
+        c = self.cfg
+        where = c.folder or (f"synthetic {c.split}-split sequences, seed {c.seed}, {c.size[0]}x{c.size[1]}, "
+                             f"{c.min_frames}-{c.max_frames} frames")
+        redetect = "the tracker's default" if c.redetect is None else str(c.redetect)
+        return (f"runtime Tracker loop (training.validate.track_batched, torch engine) over {len(self.sequences)} "
+                f"{where}; re-detection windows {redetect}")
 
 
-def validate_checkpoint(path: str | Path, cfg: ValConfig = ValConfig()) -> dict[str, float]:
+def validate_checkpoint(path: str | Path, cfg: ValConfig = ValConfig()) -> dict[str, float | str]:
     """Validate a saved checkpoint (any stage) with ``cfg``'s sequences."""
     from training.checkpoint import load_model
 
