@@ -401,13 +401,16 @@ def test_time_budget_ends_the_stage_and_drives_the_schedule(seqs, tmp_path, monk
     assert lrs[-1] < 0.05 * sched.lr  # ... and ran down with it (the last step began at 1.4 s of 1.5 s)
 
 
-def test_round_stream_trains_on_fresh_sequences_each_round(caplog, tmp_path, monkeypatch):
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_round_stream_trains_on_fresh_sequences_each_round(caplog, tmp_path, monkeypatch, prefetch):
     """synth_refresh: every R samples the batches come from new sequences (seed + 1000 r), made
     by a background process while the round before trains (their frames handed over in files,
     removed once read and when the stream closes); batch k is the same batch whatever the timing,
-    and a stream started at a later batch (a resumed run) gives it too."""
+    and a stream started at a later batch (a resumed run) gives it too. With round_prefetch the
+    next round's stream is made by a background thread before it is due, with the same batches."""
     import logging
     import tempfile
+    import threading
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
@@ -416,9 +419,12 @@ def test_round_stream_trains_on_fresh_sequences_each_round(caplog, tmp_path, mon
 
     cfg = get_config("mixformerv2-tiny")
     size, frames = (96, 72), 10
-    data = DataConfig(synth=2, synth_seed=5, synth_size=size, synth_frames=frames, synth_refresh=4, refresh_workers=1)
+    data = DataConfig(synth=2, synth_seed=5, synth_size=size, synth_frames=frames, synth_refresh=4, refresh_workers=1,
+                      round_prefetch=prefetch)
+    made_by = []
 
     def make(sequences):
+        made_by.append(threading.current_thread() is threading.main_thread())
         return BatchStream(TripletDataset(sequences, cfg, SamplerConfig(), seed=0, length=16), 2)
 
     def plain(seed, k):  # batch k of a stream that always draws on the sequences of ``seed``
@@ -429,11 +435,19 @@ def test_round_stream_trains_on_fresh_sequences_each_round(caplog, tmp_path, mon
     try:
         got = [rs(k) for k in range(6)]  # 2 batches of 2 samples a round: rounds 0, 0, 1, 1, 2, 2
         assert rs.round == 2
-        assert [p.name.startswith("edgetrack-round3-") for p in tmp_path.iterdir()] == [True]  # being made
+        if prefetch:  # round 3 is being made: by the processes, or already read back by the thread
+            assert rs._prepared[0] == 3 and rs._next is None
+            assert all(p.name.startswith("edgetrack-round3-") for p in tmp_path.iterdir())
+        else:
+            assert [p.name.startswith("edgetrack-round3-") for p in tmp_path.iterdir()] == [True]  # being made
     finally:
         rs.close()
     assert not list(tmp_path.iterdir())  # the round being made when it closed: its files went too
+    assert rs._thread is None and rs._prepared is None
     assert "frames read back in" in caplog.text
+    # round 0 is made at the first batch; with prefetch rounds 1 and 2 (and maybe 3) in the thread
+    assert made_by[:3] == [True] + [not prefetch] * 2 and len(made_by) in ((3, 4) if prefetch else (3,))
+    assert ("made in the background" in caplog.text) == prefetch
     for k, seed in ((0, 5), (1, 5), (2, 1005), (3, 1005), (5, 2005)):
         want = plain(seed, k)
         assert all(torch.equal(got[k][n], want[n]) for n in want), (k, seed)
@@ -478,8 +492,10 @@ def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, ca
     assert main([str(path), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "exp"),
                  "--device-crops", "on"]) == 0
     # 3 sequences of 12 frames (seed 0, then seed 1), each set uploaded once; then 3 of 10 frames
-    # per step (seeds 1 and 1001)
-    assert caplog.text.count("device crops: 36 frames") == 2 and caplog.text.count("device crops: 30 frames") == 2
+    # per step (seeds 1 and 1001), and maybe the next round's (seed 2001), made in the background
+    # before the stage ended
+    assert caplog.text.count("device crops: 36 frames") == 2
+    assert caplog.text.count("device crops: 30 frames") == 2 + ("seed 2001), their frames read back" in caplog.text)
     for seed in (0, 1):
         assert caplog.text.count(f"generated 3 synthetic train sequences (96x72, 12 frames, seed {seed})") == 1
     assert "data round 0: 3 fresh synthetic sequences (seed 1)" in caplog.text
