@@ -18,6 +18,7 @@ ARCHITECTURES: dict[str, str] = {
     "mixvit-mini-d4": "mixvit",
     "mixformerv2-mini": "mixformerv2",
     "mixformerv2-mini-s160": "mixformerv2",
+    "mixformerv2-mini-d6": "mixformerv2",
     "mixformerv2-mini-s": "mixformerv2",
 }
 KINDS = ("mixformerv2", "mixvit")

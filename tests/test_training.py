@@ -626,6 +626,43 @@ def test_a_model_starts_from_a_checkpoint_of_other_crop_sizes(tmp_path):
         DenseToSparseActor(sched, teacher, student_arch=big_cfg, init=path)  # the KL needs the teacher's crops
 
 
+def test_a_model_grows_deeper_from_a_checkpoint_and_starts_where_it_was(tmp_path):
+    """``load_resized`` with more layers: the old layers keep their weights and order, each
+    added layer is a copy of the one before it with its two output projections zero, so the
+    grown model gives the old one's outputs; fewer layers is one clear error; a dense-to-sparse
+    stage with ``student_arch`` of more layers + ``init`` grows the student."""
+    from training.actors import DenseToSparseActor
+    from training.checkpoint import CheckpointError, grown_layers, load_resized, make_checkpoint
+    from training.distill import LossWeights
+    from training.train import Schedule
+
+    assert grown_layers(4, 6) == [(0, False), (0, True), (1, False), (2, False), (2, True), (3, False)]
+    assert grown_layers(2, 2) == [(0, False), (1, False)] and [a for _, a in grown_layers(2, 5)].count(True) == 3
+    torch.manual_seed(0)
+    small = build_model("mixformerv2-tiny")
+    path = tmp_path / "small.pth"
+    torch.save(make_checkpoint(small, "dense-to-sparse", []), path)
+    deep_cfg = replace(get_config("mixformerv2-tiny"), name="tiny-d3", depth=3)
+    deep, _ = load_resized(path, deep_cfg)
+    src, got = small.state_dict(), deep.state_dict()
+    assert torch.equal(got["backbone.blocks.2.attn.qkv.weight"], src["backbone.blocks.1.attn.qkv.weight"])
+    assert torch.equal(got["backbone.blocks.1.mlp.fc1.weight"], src["backbone.blocks.0.mlp.fc1.weight"])
+    assert not got["backbone.blocks.1.attn.proj.weight"].any() and not got["backbone.blocks.1.mlp.fc2.bias"].any()
+    assert src["backbone.blocks.0.attn.proj.weight"].any()
+    x = (torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32), torch.rand(2, 3, 64, 64))
+    with torch.no_grad():
+        a, b = small.eval()(*x), deep.eval()(*x)
+    for k in ("pred_boxes", "pred_scores"):
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6)
+    with pytest.raises(CheckpointError, match="can grow, not shrink"):
+        load_resized(path, replace(deep_cfg, name="tiny-d1", depth=1))
+
+    teacher = tmp_path / "teacher.pth"
+    torch.save(make_checkpoint(build_model("mixvit-tiny"), "teacher", []), teacher)
+    actor = DenseToSparseActor(Schedule(steps=1), teacher, student_arch=deep_cfg, init=path, weights=LossWeights(kl=0.0))
+    assert actor.model.cfg.depth == 3 and len(actor.model.backbone.blocks) == 3
+
+
 def test_final_checkpoint_converts_and_tracks(chain, tmp_path):
     from conversion.export import convert_checkpoint
     from edgetrack.tracker import Tracker

@@ -167,8 +167,9 @@ class DenseToSparseActor(Actor):
             cfg = student.cfg
             if student_arch is not None and not isinstance(init, nn.Module):
                 want = _config(student_arch, MixFormerV2Config)
-                if (want.search_size, want.template_size) != (cfg.search_size, cfg.template_size):
-                    # other crop sizes started from a trained model (e.g. a 160-pixel search crop)
+                if (want.search_size, want.template_size, want.depth) != (cfg.search_size, cfg.template_size, cfg.depth):
+                    # other crop sizes (e.g. a 160-pixel search crop) or more layers, started
+                    # from a trained model
                     student, s_ck = load_resized(init, want, MixFormerV2)
                     cfg = student.cfg
             prior_student = [h for h in s_ck.get("history", []) if h.get("stage") == self.name]

@@ -115,32 +115,66 @@ def load_model(path: str | Path, arch: str | None = None, kind: type[nn.Module] 
 
 # the crop sizes (and the crop factors and the test-time update interval) may differ between a
 # checkpoint and the model it starts: the only weights that depend on them are the fixed sin-cos
-# position embeddings
+# position embeddings. The depth may grow (see grown_layers)
 RESIZABLE_FIELDS = {"name", "search_size", "template_size", "search_factor", "template_factor", "update_interval"}
 SINCOS_KEYS = ("pos_embed_s", "pos_embed_t")
+BLOCKS = "backbone.blocks."
+# the output projections of a block's two residual branches: zero, and the block is the identity
+IDENTITY_ZERO = ("attn.proj.weight", "attn.proj.bias", "mlp.fc2.weight", "mlp.fc2.bias")
+
+
+def grown_layers(src_depth: int, depth: int) -> list[tuple[int, bool]]:
+    """For a model of ``depth`` layers started from one of ``src_depth``: per new layer, (the old
+    layer it copies, whether it is an added one). Layer j copies old layer ``j * src_depth //
+    depth``; the first copy of each is that layer, the others are added, spread evenly (4 -> 6:
+    0, 0+, 1, 2, 2+, 3). An added layer starts as the identity (the output projections of its
+    attention and MLP zero), so the grown model computes what the old one did, and training
+    gives the added layers their work."""
+    if not 0 < src_depth <= depth:
+        raise ValueError(f"depth {src_depth} -> {depth}: a model grows, it does not shrink (deep-to-shallow does that)")
+    out, seen = [], set()
+    for j in range(depth):
+        i = j * src_depth // depth
+        out.append((i, i in seen))
+        seen.add(i)
+    return out
 
 
 def load_resized(path: str | Path, cfg: ViTConfig, kind: type[nn.Module] | None = None) -> tuple[nn.Module, dict]:
     """A model of ``cfg`` started from the checkpoint at ``path`` made for other crop sizes (a
-    160-pixel search crop from a 128-pixel model, say): every weight is the checkpoint's, but
-    the sin-cos position embeddings, which are the new grid's. Any other difference between the
+    160-pixel search crop from a 128-pixel model, say) or fewer layers: every weight is the
+    checkpoint's, but the sin-cos position embeddings, which are the new grid's, and the added
+    layers, which start as the identity (:func:`grown_layers`). Any other difference between the
     configurations is one clear error. -> (model in train mode, checkpoint dict)."""
     ckpt = read_checkpoint(path)
     src = checkpoint_config(ckpt, None, f"checkpoint {path}")
     if type(src) is not type(cfg):
         raise CheckpointError(f"checkpoint {path} holds {src.name} ({src.arch}); cannot start {cfg.name} ({cfg.arch}) from it")
-    differ = sorted(f for f in asdict(cfg) if f not in RESIZABLE_FIELDS and asdict(cfg)[f] != asdict(src)[f])
+    differ = sorted(f for f in asdict(cfg) if f not in RESIZABLE_FIELDS | {"depth"} and asdict(cfg)[f] != asdict(src)[f])
     if differ:
         raise CheckpointError(f"checkpoint {path} ({src.name}) differs from {cfg.name} in {', '.join(differ)}: "
-                              "only the crop sizes may differ when a model starts from it")
+                              "only the crop sizes and the depth may differ when a model starts from it")
+    if cfg.depth < src.depth:
+        raise CheckpointError(f"checkpoint {path} ({src.name}) has {src.depth} layers, {cfg.name} {cfg.depth}: a model "
+                              "started from a checkpoint can grow, not shrink (deep-to-shallow removes layers)")
     model = build_model(cfg)
     if kind is not None and not isinstance(model, kind):
         raise EdgetrackError(f"{cfg.name} is a {cfg.arch} model; expected {kind.__name__}")
-    own, sd = model.state_dict(), dict(ckpt["net"])
+    own, old = model.state_dict(), dict(ckpt["net"])
+    sd = {k: v for k, v in old.items() if not k.startswith(BLOCKS)}
+    layers = grown_layers(src.depth, cfg.depth)
+    for j, (i, added) in enumerate(layers):
+        prefix = f"{BLOCKS}{i}."
+        for k, v in old.items():
+            if k.startswith(prefix):
+                name = k[len(prefix):]
+                sd[f"{BLOCKS}{j}.{name}"] = torch.zeros_like(v) if added and name in IDENTITY_ZERO else v
     for k, v in own.items():
         if k.endswith(SINCOS_KEYS) and k in sd and sd[k].shape != v.shape:
             sd[k] = v  # the new grid's embedding
     load_state_dict_strict(model, sd, str(path), cfg.name)
-    log.info("%s starts from %s (%s): crops %d/%d -> %d/%d, position embeddings of the new grid", cfg.name, path,
-             src.name, src.search_size, src.template_size, cfg.search_size, cfg.template_size)
+    log.info("%s starts from %s (%s): crops %d/%d -> %d/%d%s", cfg.name, path, src.name, src.search_size,
+             src.template_size, cfg.search_size, cfg.template_size,
+             "" if cfg.depth == src.depth else f", {src.depth} -> {cfg.depth} layers (added, as the identity: "
+             + ", ".join(str(j) for j, (_, a) in enumerate(layers) if a) + ")")
     return model, ckpt

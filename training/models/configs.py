@@ -118,6 +118,17 @@ CONFIGS: dict[str, ViTConfig] = {
         name="mixformerv2-mini-s160", search_size=160, template_size=80, depth=4, mlp_ratio=4.0,
         embed_dim=192, num_heads=3, bins=32,
     ),
+    # The mini student with 6 layers instead of 4, for when more samples stop helping the mini
+    # (v5: its training IoU flat at 0.75 through a lease). Started from a trained mini with
+    # `student_arch` + `init`: the 2 added layers begin as the identity (training.checkpoint.
+    # grown_layers), so it starts where the mini is. Its search step costs 1.44 times the mini's
+    # (2.56 against 1.78 ms, FP32, 2 Zen 4 cores, edgetrack bench, one run): about 240 track()
+    # FPS there, but under the 100 FPS bar in FP32 on the Zen 3 machines, so it would ship INT8
+    # (benchmarks/train_default_mini_v5.md). Not trained yet.
+    "mixformerv2-mini-d6": MixFormerV2Config(
+        name="mixformerv2-mini-d6", search_size=128, template_size=64, depth=6, mlp_ratio=4.0,
+        embed_dim=192, num_heads=3, bins=32,
+    ),
     "mixformerv2-mini-s": MixFormerV2Config(
         name="mixformerv2-mini-s", search_size=128, template_size=64, depth=2, mlp_ratio=1.0,
         embed_dim=192, num_heads=3, bins=32,
