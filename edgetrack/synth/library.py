@@ -104,6 +104,14 @@ PACKAGES: tuple[DebPackage, ...] = (
                videos=((f"{_OPENCV_DOC}/examples/data/Megamind.avi", 8),
                        (f"{_OPENCV_DOC}/examples/data/tree.avi", 4)),
                reference_videos=(f"{_OPENCV_DOC}/examples/data/{DEMO_CLIP}",)),
+    # Ubuntu community photographs (CC-BY / CC-BY-SA 4.0; since 2026-11-27): landscapes, macro
+    # shots, streets; their plain "lomiri-wallpapers" sibling only has a drawn logo.
+    DebPackage("lomiri-wallpapers-16.04", "20.04.0-2",
+               "a99ff6a3bfe451e4cc0682ecb3cc82e71740626d59e4845ae34a0a0e45421eab",
+               ("usr/share/backgrounds",)),
+    DebPackage("lomiri-wallpapers-20.04", "20.04.0-2",
+               "d44e89b8473aafe64a5b678f014862dc31335aaaf18665c544d985d854f1a709",
+               ("usr/share/backgrounds",)),
 )
 
 
