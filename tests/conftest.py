@@ -14,11 +14,20 @@ CONFORMANCE = Path(os.environ.get("EDGETRACK_CONFORMANCE", REPO / "tests" / "dat
 ARCH_FILES = {"mixformerv2-s": "mixformerv2_s", "mixformerv2-b": "mixformerv2_b", "mixvit-b": "mixvit_b_teacher"}
 
 
-@pytest.fixture(autouse=True)
-def _no_photo_library(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _no_photo_library():
     """The synthetic train split draws on the photo library of the machine's cache when there is one
-    (``edgetrack data``); tests never do, unless they point at a library of their own."""
-    monkeypatch.setenv("EDGETRACK_PHOTO_LIBRARY", "off")
+    (``edgetrack data``); tests never do, unless they point at a library of their own. Session
+    scope, so that module-scoped fixtures that make train sequences see it too: until 2026-11-27
+    this was a per-test setting, and test_training's module-scoped sequences (and the losses
+    recorded from them) came from whatever library the machine had."""
+    old = os.environ.get("EDGETRACK_PHOTO_LIBRARY")
+    os.environ["EDGETRACK_PHOTO_LIBRARY"] = "off"
+    yield
+    if old is None:
+        os.environ.pop("EDGETRACK_PHOTO_LIBRARY", None)
+    else:
+        os.environ["EDGETRACK_PHOTO_LIBRARY"] = old
 
 
 @pytest.fixture(autouse=True, scope="session")
