@@ -154,8 +154,12 @@ def test_calibration_captures_what_the_tracker_feeds(tiny_bundle):
 
 def test_int8_outputs_stay_close_to_fp32(tiny_bundle, int8_bundle):
     """On held-out calibration-like inputs (other train sequences) the INT8 template_kv, box
-    and score stay near FP32 (a mis-scaled calibration, e.g. crops x0.05 or x20, fails these
-    bounds), and they do differ (the graphs really run quantized)."""
+    and score stay near FP32, and they do differ (the graphs really run quantized). A
+    mis-scaled calibration fails these bounds (measured 2026-11-27, photo library off):
+    - as calibrated: kv 0.121, box max 0.019 / mean 0.0028, logit mean 0.013;
+    - crops x0.05: kv 0.66, box mean 0.023;
+    - x5: logit mean 0.031;
+    - x20: logit mean 0.043."""
     from conversion.quantize import capture_calibration
 
     held_out = capture_calibration(tiny_bundle, calib_config(seed=11), target_samples=100)
@@ -180,9 +184,10 @@ def test_int8_outputs_stay_close_to_fp32(tiny_bundle, int8_bundle):
     kv8, box8, logit8 = outputs(int8_bundle)
     kv_rel = np.abs(kv8 - kv32).mean() / np.abs(kv32).mean()
     box_err = np.abs(box8 - box32)  # fractions of the search crop
-    assert 1e-4 < kv_rel < 0.12
+    assert 1e-4 < kv_rel < 0.25
     assert 1e-6 < box_err.max() < 0.03 and box_err.mean() < 0.006
-    assert np.abs(logit8 - logit32).max() < 0.05
+    logit_err = np.abs(logit8 - logit32)
+    assert logit_err.mean() < 0.022 and logit_err.max() < 0.1
 
 
 def test_provenance_recorded(tiny_bundle, int8_bundle):
