@@ -183,9 +183,10 @@ def test_release_writes_fp16_weights_and_a_manifest_that_verifies(seqs, tmp_path
 def test_release_says_what_the_validations_ran_on(seqs, tmp_path):
     """The manifest's validation line comes from the validation records of the stage that gave
     validation_auc; records that do not say (checkpoints from before 2026-11-27) need it given."""
+    from edgetrack.errors import EdgetrackError
     from training import distill
     from training.checkpoint import save_atomic
-    from training.release import release
+    from training.release import main, release
 
     sched = distill.schedule_for("teacher", 2, batch_size=2, log_every=1)
     ck = torch.load(distill.train_teacher("mixvit-tiny", seqs, sched, tmp_path / "t.pth"), weights_only=False)
@@ -199,8 +200,10 @@ def test_release_says_what_the_validations_ran_on(seqs, tmp_path):
     for r in ck["history"]:
         r.pop("val_on", None)
     save_atomic(ck, tmp_path / "old.pth")
-    with pytest.raises(ValueError, match="--validation"):
+    with pytest.raises(EdgetrackError, match="--validation"):
         release(tmp_path / "old.pth", tmp_path / "m" / "old.pth", [], "d")
+    assert main([str(tmp_path / "old.pth"), "-o", str(tmp_path / "m" / "old2.pth"), "--data", "d"]) == 2
+    assert not (tmp_path / "m" / "old2.json").exists() and not (tmp_path / "m" / "old2.pth").exists()
     m = release(tmp_path / "old.pth", tmp_path / "m" / "old.pth", [], "d", validation="over C")
     assert m["validation"] == "over C; best of the teacher stage"
 

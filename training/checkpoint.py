@@ -142,7 +142,7 @@ def grown_layers(src_depth: int, depth: int) -> list[tuple[int, bool]]:
 
 def load_resized(path: str | Path, cfg: ViTConfig, kind: type[nn.Module] | None = None) -> tuple[nn.Module, dict]:
     """A model of ``cfg`` started from the checkpoint at ``path`` made for other crop sizes (a
-    160-pixel search crop from a 128-pixel model, say) or fewer layers: every weight is the
+    160-pixel search crop from a 128-pixel model, say) or with fewer layers: every weight is the
     checkpoint's, but the sin-cos position embeddings, which are the new grid's, and the added
     layers, which start as the identity (:func:`grown_layers`). Any other difference between the
     configurations is one clear error. -> (model in train mode, checkpoint dict)."""

@@ -741,9 +741,11 @@ class RoundStream:
 
     With ``data.round_prefetch`` (the default) a background thread reads round r+1's frames back
     and makes its stream (its frames put on the device) as soon as the processes have made it,
-    while round r trains: on the H100 these steps cost 7-8 s of each round switch (5-12 s to
-    read 6.9 GB of frames back, 2-3 s to put them on the GPU), about 20% of a lease's training
-    time at a switch every 35 s. Two rounds are then in memory (and on the device) for a while."""
+    while round r trains. In v5's lease (H100, a switch every 35-40 s) each switch stopped
+    training for 8-12 s: 5-12 s to read 6.9 GB of frames back, 2-3 s to put them on the GPU, 1 s
+    for the first batch. The switch windows held 27% of the training budget. Only the first
+    batch is left at the switch now. Two rounds are then in memory (and on the device) for a
+    while."""
 
     def __init__(self, data: DataConfig, batch_size: int, make_stream):
         if data.synth_refresh <= 0:

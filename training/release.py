@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from edgetrack.errors import EdgetrackError
 from edgetrack.io import sha256_file, write_json_atomic
 from training.checkpoint import load_model, save_atomic
 
@@ -60,8 +61,6 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
     model, ck = load_model(ckpt)
     net = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     history = list(ck.get("history", []))
-    save_atomic({"net": net, "config": ck["config"], "arch": ck["arch"], "stage": ck["stage"],
-                 "history": history}, out)
     stages = stage_summary(history)
     # the best AUC of the last validated stage: a score stage that is not validated changes
     # no box, so the AUC of the stage before it stands for the released weights
@@ -73,7 +72,9 @@ def release(ckpt: str | Path, out: str | Path, commands: list[str], data: str, n
     validation = validation or next((r["val_on"] for r in reversed(validated)
                                      if r.get("stage") == val_stage and r.get("val_on")), None)
     if vals and not validation:
-        raise ValueError(f"{ckpt}: its validations do not say what they ran on; describe them (--validation)")
+        raise EdgetrackError(f"{ckpt}: its validations do not say what they ran on; describe them (--validation)")
+    save_atomic({"net": net, "config": ck["config"], "arch": ck["arch"], "stage": ck["stage"],
+                 "history": history}, out)
     manifest = {
         "name": out.stem,
         "file": out.name,
@@ -125,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--validation", help="what its validations ran on (default: as recorded in its history)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    m = release(a.checkpoint, a.out, a.command, a.data, a.notes, validation=a.validation)
+    try:
+        m = release(a.checkpoint, a.out, a.command, a.data, a.notes, validation=a.validation)
+    except EdgetrackError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
     sys.stdout.write(json.dumps({k: m[k] for k in ("name", "sha256", "bytes", "samples_seen", "cpu_hours",
                                                    "validation_auc")}, indent=2) + "\n")
     return 0
