@@ -8,7 +8,8 @@
 #                           timeout_s 595; the machine started in about 35 s on 2026-11-26)
 # A second call, if the lease has 6 minutes left (the machine stays warm 30 s: be quick; a cold start
 # costs about a minute, and the call's limit_s shrinks to the device time left: keep CAMPAIGN_LIMIT
-# 30 s under it):
+# 30-40 s under it). On the warm machine the script takes the first call's best from /tmp/run by
+# itself; on a cold one, carry it:
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
 #   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v6b.json
 # Back here:               the score head on the CPU, then release (see training/README.md); from a call
@@ -36,6 +37,15 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # (its limit_s can be below timeout_s when the session's device time runs short), the best so far
 # still comes back. On 2026-11-27 a second call lost a stage whose best had validated at 0.538 that way.
 mkdir -p "$OUT/live"
+# A second call on the warm machine (a -v*b recipe starts from .carry/lease/stage1.best.pth): when
+# that file was not carried, take the first call's best, still in /tmp/run on this machine.
+if grep -q '"init": "\.carry/lease/stage1\.best\.pth"' "$RECIPE" && [ ! -e .carry/lease/stage1.best.pth ]; then
+  if [ -e /tmp/run/stage1.best.pth ]; then
+    mkdir -p .carry/lease && cp /tmp/run/stage1.best.pth .carry/lease/ && echo "second call: starts from /tmp/run/stage1.best.pth of the call before" >> "$OUT/campaign.log"
+  else
+    echo "second call: no .carry/lease/stage1.best.pth and no /tmp/run/stage1.best.pth (a cold machine): carry the first call's best" >> "$OUT/campaign.log"
+  fi
+fi
 ( while sleep 5; do
     for f in /tmp/run/*.best.pth; do
       [ -e "$f" ] && [ "$f" -nt "$OUT/live/$(basename "$f")" ] && cp -p "$f" "$OUT/live/.part" && mv "$OUT/live/.part" "$OUT/live/$(basename "$f")"
