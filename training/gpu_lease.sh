@@ -26,6 +26,11 @@ RECIPE=${1:-training/recipes/default-mini-gpu-v6.json}
 OUT=${OUT:-/tmp/lease-out}
 mkdir -p "$OUT"
 export EDGETRACK_CACHE=${EDGETRACK_CACHE:-$PWD/.carry/cache}
+# The validation sequences (48 x 100-150 frames, written in about 18 s) go outside the carried
+# folder, which each call replaces: on the warm machine a second call finds them in /tmp.
+if [ ! -e "$EDGETRACK_CACHE/val" ]; then
+  mkdir -p /tmp/edgetrack-val "$EDGETRACK_CACHE" && ln -s /tmp/edgetrack-val "$EDGETRACK_CACHE/val"
+fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; lscpu | grep "Model name";
   python -c "import torch, cv2, numpy; print('torch', torch.__version__, 'cv2', cv2.__version__, 'numpy', numpy.__version__)"; } \
