@@ -12,11 +12,11 @@
 # itself; on a cold one, carry it:
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
 #   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v6b.json
-# Back here:               the score head on the CPU, then release (see training/README.md); from a call
-#                           killed before its stage ended, the best so far is $OUT/live/*.best.pth:
-#   edgetrack train score --init $OUT/stage1b.best.pth --synth 200 --steps 500 --batch-size 32 --threads 2 \
-#     --workers 2 --lr 5e-4 --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out runs/gpuN/final.pth
-#   python -m training.release runs/gpuN/final.pth -o models/...
+# Back here:               copy the calls' files to runs/gpuN/ (from a call killed before its stage
+#                           ended, the best so far is $OUT/live/*.best.pth), then on the CPU the score
+#                           head and the eval against the default model, and release only if better:
+#   bash training/after_lease.sh runs/gpuN
+#   python -m training.release runs/gpuN/final.pth -o models/...   (see training/README.md)
 #
 # If the run with crops on the GPU and fresh sequences made meanwhile fails before its first
 # stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of
