@@ -21,13 +21,9 @@ def _no_photo_library():
     scope, so that module-scoped fixtures that make train sequences see it too: until 2026-11-27
     this was a per-test setting, and test_training's module-scoped sequences (and the losses
     recorded from them) came from whatever library the machine had."""
-    old = os.environ.get("EDGETRACK_PHOTO_LIBRARY")
-    os.environ["EDGETRACK_PHOTO_LIBRARY"] = "off"
-    yield
-    if old is None:
-        os.environ.pop("EDGETRACK_PHOTO_LIBRARY", None)
-    else:
-        os.environ["EDGETRACK_PHOTO_LIBRARY"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGETRACK_PHOTO_LIBRARY", "off")
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -36,26 +32,18 @@ def _fp32_training_on_every_cpu():
     fp32 elsewhere; the tests' recorded losses and tolerances are fp32's, so they train in fp32 on
     every CPU (the commands they start inherit it), unless a test asks for amp itself. Session
     scope, so that module-scoped fixtures that train see it too."""
-    old = os.environ.get("EDGETRACK_CPU_AMP")
-    os.environ["EDGETRACK_CPU_AMP"] = "off"
-    yield
-    if old is None:
-        os.environ.pop("EDGETRACK_CPU_AMP", None)
-    else:
-        os.environ["EDGETRACK_CPU_AMP"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGETRACK_CPU_AMP", "off")
+        yield
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _model_cache_in_tmp(tmp_path_factory):
     """OpenVINO's compiled-model cache of the tests (and of the commands they start) goes to a
     temporary folder, not to the user's ~/.cache/edgetrack/openvino."""
-    old = os.environ.get("EDGETRACK_MODEL_CACHE")
-    os.environ["EDGETRACK_MODEL_CACHE"] = str(tmp_path_factory.mktemp("openvino_cache"))
-    yield
-    if old is None:
-        os.environ.pop("EDGETRACK_MODEL_CACHE", None)
-    else:
-        os.environ["EDGETRACK_MODEL_CACHE"] = old
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGETRACK_MODEL_CACHE", str(tmp_path_factory.mktemp("openvino_cache")))
+        yield
 
 
 def conformance_file(name: str) -> Path:

@@ -805,7 +805,9 @@ class RoundStream:
         return seqs
 
     def _prepare(self, pending):
-        """In the background thread: round ``pending``'s stream, made while the round before trains."""
+        """Round ``pending``'s stream and the seconds it took to make (after its sequences): in the
+        background thread while the round before trains, or at the switch; (None, 0) when the
+        stream closes meanwhile."""
         seqs = self._sequences(pending)
         if seqs is None:
             return None, 0.0
@@ -840,10 +842,8 @@ class RoundStream:
                 if self._next is None or self._next[0] != r:
                     self._next = self._start(r)
                 pending, self._next = self._next, None
-                seqs = self._sequences(pending)
-                t0 = time.perf_counter()
-                stream = self.make_stream(seqs)
-                made_in, how = time.perf_counter() - t0, "made at the switch"
+                stream, made_in = self._prepare(pending)
+                how = "made at the switch"
             stream.part = self.part
             self._stream = stream
             self.round = r
