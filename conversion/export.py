@@ -9,6 +9,13 @@ Three graphs, all batch 1:
 * ``monolithic``: (template, online_template, search) -> the same three outputs, for comparison
   only: written when asked (``monolithic=True``, ``edgetrack convert --monolithic``); shipped
   bundles leave it out, so a bundle weighs about its weights once.
+
+``flip_average=True`` (``edgetrack convert --flip-average``) bakes a test-time ensemble into the
+same three graphs: each runs the model on the crops and on their horizontal mirror as a batch
+of 2 (the model was trained with mirrored crops), and the search step gives the mean of the two
+boxes (the mirror's centre mapped back, ``cx -> 1 - cx``) and the mean of the two confidence
+logits. ``template_kv`` then holds both views (batch 2); ``prob`` stays the plain view's. The
+bundle's interface and the runtime are unchanged; ``bundle.json`` records ``test_time``.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from edgetrack.bundle import Bundle, check_bundle_output, finalize_bundle, now_i
 from edgetrack.progress import Progress
 from edgetrack.config import model_args
 from training.models import MixFormerV2, MixFormerV2Config
+from training.models.mixformerv2 import mirrored_pair, unmirror_mean
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +72,41 @@ class SearchStep(nn.Module):
         return _head_tuple(self.model.forward_search(search, template_kv))
 
 
+def _flip_mean(out: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Heads of a (plain, mirrored) batch -> the batch-1 outputs of their mean."""
+    boxes, scores, prob = _head_tuple(out)
+    return (*unmirror_mean(boxes, scores), prob[0:1])
+
+
+class FlipTemplateEncoder(nn.Module):
+    """Template keys/values of both views: (depth, 2, 2, heads, Nt, head_dim)."""
+
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, template, online_template):
+        return self.model.encode_template(mirrored_pair(template), mirrored_pair(online_template))
+
+
+class FlipSearchStep(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, search, template_kv):
+        return _flip_mean(self.model.forward_search(mirrored_pair(search), template_kv))
+
+
+class FlipMonolithic(nn.Module):
+    def __init__(self, model: MixFormerV2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, template, online_template, search):
+        return _flip_mean(self.model(mirrored_pair(template), mirrored_pair(online_template), mirrored_pair(search)))
+
+
 class Monolithic(nn.Module):
     def __init__(self, model: MixFormerV2):
         super().__init__()
@@ -73,7 +116,9 @@ class Monolithic(nn.Module):
         return _head_tuple(self.model(template, online_template, search))
 
 
-def example_inputs(cfg: MixFormerV2Config) -> dict[str, torch.Tensor]:
+def example_inputs(cfg: MixFormerV2Config, views: int = 1) -> dict[str, torch.Tensor]:
+    """Random inputs of the three graphs; ``views`` is the batch of ``template_kv`` (2 when
+    flip-averaged)."""
     g = torch.Generator().manual_seed(0)
     t, s = cfg.template_size, cfg.search_size
     n_t = 2 * cfg.feat_sz_t ** 2
@@ -81,7 +126,7 @@ def example_inputs(cfg: MixFormerV2Config) -> dict[str, torch.Tensor]:
         "template": torch.randn(1, 3, t, t, generator=g),
         "online_template": torch.randn(1, 3, t, t, generator=g),
         "search": torch.randn(1, 3, s, s, generator=g),
-        "template_kv": torch.randn(cfg.depth, 2, 1, cfg.num_heads, n_t, cfg.embed_dim // cfg.num_heads, generator=g),
+        "template_kv": torch.randn(cfg.depth, 2, views, cfg.num_heads, n_t, cfg.embed_dim // cfg.num_heads, generator=g),
     }
 
 
@@ -97,16 +142,19 @@ def _convert(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: t
 
 
 def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress: Progress | None = None,
-                   done: int = 0, total: int | None = None) -> dict[str, ov.Model]:
-    """The OpenVINO graphs (in memory) of a MixFormerV2 model: template, search and monolithic."""
+                   done: int = 0, total: int | None = None, flip_average: bool = False) -> dict[str, ov.Model]:
+    """The OpenVINO graphs (in memory) of a MixFormerV2 model: template, search and monolithic
+    (``flip_average``: each over the crops and their mirror, see the module docstring)."""
     cfg = model.cfg
-    x = example_inputs(cfg)
+    x = example_inputs(cfg, views=2 if flip_average else 1)
     model = model.eval()
+    template, search, mono = ((FlipTemplateEncoder, FlipSearchStep, FlipMonolithic) if flip_average
+                              else (TemplateEncoder, SearchStep, Monolithic))
     makers = {
-        "template": lambda: _convert(TemplateEncoder(model), {k: x[k] for k in ("template", "online_template")},
+        "template": lambda: _convert(template(model), {k: x[k] for k in ("template", "online_template")},
                                      ("template_kv",)),
-        "search": lambda: _convert(SearchStep(model), {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),
-        "monolithic": lambda: _convert(Monolithic(model), {k: x[k] for k in ("template", "online_template", "search")},
+        "search": lambda: _convert(search(model), {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),
+        "monolithic": lambda: _convert(mono(model), {k: x[k] for k in ("template", "online_template", "search")},
                                        HEAD_OUTPUTS),
     }
     total = total if total is not None else len(names)
@@ -118,7 +166,7 @@ def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress
     return graphs
 
 
-def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict) -> dict:
+def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict, flip_average: bool = False) -> dict:
     return {
         "arch": cfg.name,
         # the model's own numbers; the tracker fields stand once, at the top level
@@ -133,6 +181,8 @@ def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict) -> dic
             "pred_boxes": "cx, cy, w, h normalised to the search crop",
             "prob": "softmax over bins for the sides l, t, r, b",
         },
+        # test-time ensembling baked into the graphs (see conversion/export.py)
+        "test_time": {"flip_average": flip_average},
         "provenance": {"created": now_iso(), "edgetrack_version": edgetrack.__version__, **provenance},
         "measurements": {},
     }
@@ -156,9 +206,10 @@ def save_bundle(graphs: dict[str, ov.Model], out_dir: str | Path, meta: dict, pr
 
 def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp32",
                   provenance: dict | None = None, monolithic: bool = False, force: bool = True,
-                  progress: Progress | None = None, steps_done: int = 0) -> Bundle:
+                  progress: Progress | None = None, steps_done: int = 0, flip_average: bool = False) -> Bundle:
     """Export ``model`` to a bundle folder; ``progress(step, done, total)`` reports each step.
-    ``monolithic``: also write the monolithic graph (comparison and tests only; off by default)."""
+    ``monolithic``: also write the monolithic graph (comparison and tests only; off by default).
+    ``flip_average``: average each step over the crop and its mirror (module docstring)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not isinstance(model, MixFormerV2):
@@ -166,8 +217,8 @@ def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp3
     check_bundle_output(out_dir, force)
     names = GRAPHS if monolithic else tuple(g for g in GRAPHS if g != "monolithic")
     total = steps_done + len(names) + 1
-    graphs = convert_graphs(model, names, progress, steps_done, total)
-    meta = bundle_meta(model.cfg, precision, provenance or {})
+    graphs = convert_graphs(model, names, progress, steps_done, total, flip_average=flip_average)
+    meta = bundle_meta(model.cfg, precision, provenance or {}, flip_average=flip_average)
     _report(progress, f"writing the {precision} bundle", total - 1, total)
     bundle = save_bundle(graphs, out_dir, meta, precision, force=force)
     _report(progress, f"wrote {Path(out_dir).name}", total, total)
@@ -176,7 +227,8 @@ def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp3
 
 
 def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | Path, precision: str = "fp32",
-                       monolithic: bool = False, force: bool = True, progress: Progress | None = None) -> Bundle:
+                       monolithic: bool = False, force: bool = True, progress: Progress | None = None,
+                       flip_average: bool = False) -> Bundle:
     """``edgetrack convert``: a published or own checkpoint -> model bundle (``arch`` None: the
     checkpoint's own config, else MixFormerV2-S). ``progress(step, done, total)`` reports each step."""
     from conversion.official import CheckpointError, canonical_arch, load_official_checkpoint
@@ -191,4 +243,4 @@ def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | 
                               "teacher); convert a MixFormerV2 checkpoint")
     prov = {"source_checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}}
     return export_bundle(model, out_dir, precision, prov, monolithic=monolithic, force=force, progress=progress,
-                         steps_done=1)
+                         steps_done=1, flip_average=flip_average)

@@ -144,6 +144,11 @@ class Bundle:
         return self.meta["precision"]
 
     @property
+    def flip_average(self) -> bool:
+        """The graphs average each step over the crop and its mirror (``convert --flip-average``)."""
+        return bool(self.meta.get("test_time", {}).get("flip_average", False))
+
+    @property
     def tracker_config(self) -> TrackerConfig:
         """What the tracking loop needs (sizes, factors, mean/std, bins, update interval)."""
         try:

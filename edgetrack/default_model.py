@@ -6,7 +6,9 @@ when no model is given.
 ``models/default.json`` names the default one. Its OpenVINO bundle is built once, at set-up
 time (``make install`` runs ``python -m edgetrack.default_model``), into the cache folder
 (``$EDGETRACK_CACHE`` or ``~/.cache/edgetrack``) under a name that carries the checkpoint's
-sha256, so a new default model gets a new bundle. Building needs torch (``edgetrack[train]``);
+sha256, so a new default model gets a new bundle. ``default.json`` may also give the bundle's
+conversion options under ``"convert"`` (``{"flip_average": true}``: the test-time mirror
+average of ``edgetrack convert --flip-average``); they are part of the bundle's name too. Building needs torch (``edgetrack[train]``);
 using a built bundle does not. ``$EDGETRACK_MODEL`` points at another bundle instead.
 """
 from __future__ import annotations
@@ -31,23 +33,34 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
 
 
+CONVERT_OPTIONS = ("flip_average",)
+
+
 def default_manifest() -> dict:
-    """The default model's manifest, after checking its weights file against the sha256."""
+    """The default model's manifest, after checking its weights file against the sha256;
+    ``convert`` holds the pointer's conversion options (checked)."""
     d = models_dir()
     pointer = d / "default.json"
     if not pointer.is_file():
         raise EdgetrackError(f"no default model: {pointer} is missing; pass --model BUNDLE (from `edgetrack convert`)")
     try:
-        name = json.loads(pointer.read_text())["model"]
+        spec = json.loads(pointer.read_text())
+        name = spec["model"]
         manifest = json.loads((d / f"{name}.json").read_text())
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         raise EdgetrackError(f"default model: cannot read {pointer} or its manifest ({err})") from None
+    convert = spec.get("convert", {})
+    if not isinstance(convert, dict) or set(convert) - set(CONVERT_OPTIONS) or \
+            not all(isinstance(v, bool) for v in convert.values()):
+        raise EdgetrackError(f"default model: {pointer}: \"convert\" must map some of {', '.join(CONVERT_OPTIONS)} "
+                             f"to true/false, got {convert!r}")
     weights = d / manifest["file"]
     if not weights.is_file():
         raise EdgetrackError(f"default model {name}: {weights} is missing")
     if sha256_file(weights) != manifest["sha256"]:
         raise EdgetrackError(f"default model {name}: {weights} does not match the sha256 in {name}.json")
     manifest["path"] = str(weights)
+    manifest["convert"] = {k: convert.get(k, False) for k in CONVERT_OPTIONS}
     return manifest
 
 
@@ -57,7 +70,8 @@ def default_bundle_path() -> Path:
     if env:
         return Path(env)
     m = default_manifest()
-    return cache_root() / "bundles" / f"{m['name']}-{m['sha256'][:12]}"
+    flip = "-flip" if m["convert"]["flip_average"] else ""
+    return cache_root() / "bundles" / f"{m['name']}-{m['sha256'][:12]}{flip}"
 
 
 def default_bundle(build: bool = True) -> Path:
@@ -75,7 +89,8 @@ def default_bundle(build: bool = True) -> Path:
 
 
 def build_default_bundle(force: bool = False) -> Path:
-    """Convert the default checkpoint into its bundle (FP32, split model only)."""
+    """Convert the default checkpoint into its bundle (FP32, split model only, with the
+    pointer's conversion options)."""
     path = default_bundle_path()
     if (path / "bundle.json").is_file() and not force:
         return path
@@ -89,7 +104,7 @@ def build_default_bundle(force: bool = False) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     log.info("building the default model's bundle (%s) in %s", m["name"], path)
-    convert_checkpoint(m["path"], None, tmp, monolithic=False)
+    convert_checkpoint(m["path"], None, tmp, monolithic=False, **m["convert"])
     if path.exists():
         shutil.rmtree(path)
     os.replace(tmp, path)

@@ -83,3 +83,31 @@ def test_run_without_model_uses_the_default(built, tmp_path):
     assert r.returncode == 0, r.stderr
     boxes = np.loadtxt(out, delimiter=",")
     assert boxes.shape == (10, 4) and tuple(boxes[0]) == (638, 240, 47, 82)
+
+
+def test_default_json_conversion_options(built, tmp_path, monkeypatch):
+    """``models/default.json``'s ``convert`` options reach the built bundle and its name; an
+    unknown or non-boolean option is one clear error."""
+    import shutil
+
+    from edgetrack.bundle import Bundle
+    from edgetrack.default_model import default_bundle_path, default_manifest
+
+    pointer = json.loads((REPO / "models" / "default.json").read_text())
+    flip = pointer.get("convert", {}).get("flip_average", False)
+    assert Bundle.load(built).flip_average == flip == default_manifest()["convert"]["flip_average"]
+    assert built.name.endswith("-flip") == flip
+
+    for f in (REPO / "models").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    monkeypatch.setenv("EDGETRACK_MODELS", str(tmp_path))
+    monkeypatch.delenv("EDGETRACK_MODEL", raising=False)
+    names = []
+    for convert in ({}, {"flip_average": True}):
+        (tmp_path / "default.json").write_text(json.dumps({"model": pointer["model"], "convert": convert}))
+        names.append(default_bundle_path().name)
+    assert names[1] == names[0] + "-flip"
+    for bad in ({"flip": True}, {"flip_average": "yes"}, ["flip_average"]):
+        (tmp_path / "default.json").write_text(json.dumps({"model": pointer["model"], "convert": bad}))
+        with pytest.raises(EdgetrackError, match="convert"):
+            default_manifest()

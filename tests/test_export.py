@@ -167,3 +167,77 @@ def test_corrupt_or_mismatched_bundle_is_refused(tiny_bundle, tmp_path):
 
     with pytest.raises(BundleError, match="not a folder"):
         Bundle.load(tmp_path / "missing")
+
+
+def _clip_frames(n: int) -> list[np.ndarray]:
+    import cv2
+
+    from tests.conftest import REPO
+
+    cap = cv2.VideoCapture(str(REPO / "samples" / "data" / "vtest_pedestrian.mp4"))
+    frames = []
+    for _ in range(n):
+        ok, f = cap.read()
+        assert ok
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    return frames
+
+
+def test_flip_averaged_bundle_tracks_like_its_torch_reference(tmp_path):
+    """``convert --flip-average`` on the shipped checkpoint: the graphs hold both views
+    (template_kv of batch 2), split equals monolithic, the step is mirror-equivariant (mirrored
+    crops give the mirrored box and the same score), and on real footage the bundle's tracking
+    loop gives the boxes of a torch reference that runs the plain model on each view (and of
+    ``TorchEngine(flip_average=True)``) to 0.05 px, where the plain bundle's boxes differ."""
+    from conversion.export import convert_checkpoint
+    from edgetrack.default_model import default_manifest
+    from edgetrack.tracker import Tracker
+    from training.checkpoint import load_model
+    from training.engine import TorchEngine
+
+    ckpt = default_manifest()["path"]
+    flip = convert_checkpoint(ckpt, None, tmp_path / "flip", monolithic=True, flip_average=True)
+    plain = convert_checkpoint(ckpt, None, tmp_path / "plain")
+    assert flip.flip_average and not plain.flip_average and flip.meta["test_time"] == {"flip_average": True}
+    core = ov.Core()
+    kv = core.compile_model(flip.read_model("template", core), "CPU", F32).outputs[0].get_partial_shape()
+    assert kv[2].get_length() == 2  # (depth, k/v, views, heads, tokens, head_dim)
+
+    frames = _clip_frames(40)
+    model, _ = load_model(ckpt)
+
+    class MirrorMean:  # the plain model on the crops and on their mirror, averaged here
+        def __init__(self):
+            self.views = [TorchEngine(model, monolithic=False), TorchEngine(model, monolithic=False)]
+            self.config = self.views[0].config
+
+        def set_templates(self, t, o):
+            self.views[0].set_templates(t, o)
+            self.views[1].set_templates(t[..., ::-1], o[..., ::-1])
+
+        def infer(self, s):
+            (b0, s0), (b1, s1) = self.views[0].infer(s), self.views[1].infer(s[..., ::-1])
+            return (b0 + np.array([1 - b1[0], *b1[1:]])) / 2, (s0 + s1) / 2
+
+    engines = {"flip": OpenVINOEngine(flip.path, inference_precision="f32"), "reference": MirrorMean(),
+               "torch": TorchEngine(model, monolithic=False, flip_average=True),
+               "plain": OpenVINOEngine(plain.path, inference_precision="f32")}
+    boxes = {}
+    for name, engine in engines.items():
+        t = Tracker(engine)
+        t.init(frames[0], (638, 240, 47, 82))
+        boxes[name] = np.array([t.track(f)[0] for f in frames[1:]])
+    np.testing.assert_allclose(boxes["flip"], boxes["reference"], atol=0.05, rtol=0)
+    np.testing.assert_allclose(boxes["torch"], boxes["reference"], atol=0.01, rtol=0)
+    assert np.abs(boxes["plain"] - boxes["reference"]).max() > 0.5
+
+    ref = dict(zip(("template", "online_template", "search"), (np.random.default_rng(0).random(
+        (1, 3, s, s), dtype=np.float32) for s in (flip.tracker_config.template_size,) * 2 +
+        (flip.tracker_config.search_size,))))
+    split, mono = _run(flip, ref, 0)
+    for k in ("pred_boxes", "pred_scores", "prob"):
+        np.testing.assert_allclose(split[k], mono[k], atol=1e-5, rtol=0)
+    mirrored, _ = _run(flip, {k: np.ascontiguousarray(v[..., ::-1]) for k, v in ref.items()}, 0)
+    cx, cy, w, h = split["pred_boxes"][0]
+    np.testing.assert_allclose(mirrored["pred_boxes"][0], [1 - cx, cy, w, h], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(mirrored["pred_scores"], split["pred_scores"], atol=1e-5, rtol=0)

@@ -117,6 +117,31 @@ def test_int8_tracker_runs_end_to_end(int8_bundle):
         assert w >= 10 and h >= 10 and x <= 160 - 10 and y <= 120 - 10
 
 
+def test_a_flip_averaged_bundle_quantizes(tmp_path):
+    """``quantize`` of a ``convert --flip-average`` bundle: the INT8 bundle keeps both views
+    (template_kv of batch 2, ``test_time`` in its manifest) and its boxes stay near the FP32 ones."""
+    import torch
+
+    from conversion.export import export_bundle
+    from conversion.quantize import quantize_bundle
+    from edgetrack.tracker import Tracker
+    from training.models import build_model
+
+    torch.manual_seed(0)
+    src = export_bundle(build_model("mixformerv2-tiny"), tmp_path / "flip", flip_average=True)
+    q = quantize_bundle(src.path, tmp_path / "flip-int8", calib_config(n=1, frames=6), subset_size=10)
+    assert q.precision == "int8" and q.flip_average and q.meta["test_time"] == {"flip_average": True}
+    core = ov.Core()
+    assert q.read_model("template", core).output("template_kv").get_partial_shape()[2].get_length() == 2
+    frames, boxes = moving_square_frames(8)
+    runs = []
+    for b in (src, q):
+        tr = Tracker(b.path, update_interval=3)
+        tr.init(frames[0], boxes[0])
+        runs.append(np.array([tr.track(f)[0] for f in frames[1:]]))
+    assert np.isfinite(runs[1]).all() and np.abs(runs[1] - runs[0]).max() < 8  # px, on a 160x120 clip
+
+
 # -- calibration -----------------------------------------------------------------------------
 def test_calibration_captures_what_the_tracker_feeds(tiny_bundle):
     """Every recorded search sample is the tracker's own crop of that frame, paired with the

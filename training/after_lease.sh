@@ -33,7 +33,9 @@ $E train score --init "$BEST" --synth 200 --steps 500 --batch-size 32 --threads 
   --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out "$RUN/final.pth" > "$RUN/score.log" 2>&1
 DEFAULT=$($PY -m edgetrack.default_model | sed -n 's/^default model bundle: //p')
 rm -rf "$WORK/new" "$WORK"/r-*
-$E convert "$RUN/final.pth" -o "$WORK/new"
+# the candidate is converted with the default's conversion options (models/default.json "convert")
+FLIP=$($PY -c "from edgetrack.default_model import default_manifest as m; print('--flip-average' if m()['convert']['flip_average'] else '--no-flip-average')")
+$E convert "$RUN/final.pth" -o "$WORK/new" $FLIP
 {
   lscpu | grep "Model name"
   for loop in on off; do

@@ -70,6 +70,19 @@ class MixFormerV2Backbone(nn.Module):
         return x
 
 
+def mirrored_pair(x: torch.Tensor) -> torch.Tensor:
+    """A batch-1 NCHW crop and its horizontal mirror, as a batch of 2 (test-time flip averaging;
+    the model trains on mirrored crops, ``training.data``)."""
+    return torch.cat([x, torch.flip(x, dims=[-1])], dim=0)
+
+
+def unmirror_mean(boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (2, 4: cx, cy, w, h) and logits (2,) of a :func:`mirrored_pair` -> the mean box,
+    the mirror's centre mapped back (``cx -> 1 - cx``), and the mean logit: (1, 4), (1,)."""
+    back = torch.cat([1.0 - boxes[1:2, :1], boxes[1:2, 1:]], dim=1)
+    return (boxes[0:1] + back) / 2, scores.mean(0, keepdim=True)
+
+
 class MlpDistributionHead(nn.Module):
     """Token -> distribution over bins (Linear-LN-ReLU, Linear-LN); expectation -> box side."""
 
