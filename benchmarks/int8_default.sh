@@ -23,9 +23,9 @@ FP32=$($PY -m edgetrack.default_model | sed -n 's/^default model bundle: //p')
 rm -rf "$WORK/mini-fp32" && cp -r "$FP32" "$WORK/mini-fp32"   # a copy: the report records into bundle.json
 CKPT=models/$($PY -c "import json; m=json.load(open('models/default.json'))['model']; print(json.load(open(f'models/{m}.json'))['file'])")
 # with the default bundle's conversion options (models/default.json "convert")
-FLIP=$($PY -c "from edgetrack.default_model import default_manifest as m; print('--flip-average' if m()['convert']['flip_average'] else '--no-flip-average')")
-stamp "FP16 bundle from $CKPT ($FLIP)"
-$E convert "$CKPT" -o "$WORK/mini-fp16" --precision fp16 $FLIP
+VIEWS=$($PY -m edgetrack.default_model --convert-args)
+stamp "FP16 bundle from $CKPT ($VIEWS)"
+$E convert "$CKPT" -o "$WORK/mini-fp16" --precision fp16 $VIEWS
 stamp "INT8 (NNCF defaults, 16 synthetic train-split calibration sequences)"
 time $E quantize "$WORK/mini-fp32" -o "$WORK/mini-int8"
 stamp "INT8 with accuracy control (--max-drop 0.005, 8 x 100 frames of eval-split seed-1 sequences)"

@@ -10,12 +10,15 @@ Three graphs, all batch 1:
   only: written when asked (``monolithic=True``, ``edgetrack convert --monolithic``); shipped
   bundles leave it out, so a bundle weighs about its weights once.
 
-``flip_average=True`` (``edgetrack convert --flip-average``) bakes a test-time ensemble into the
-same three graphs: each runs the model on the crops and on their horizontal mirror as a batch
-of 2 (the model was trained with mirrored crops), and the search step gives the mean of the two
-boxes (the mirror's centre mapped back, ``cx -> 1 - cx``) and the mean of the two confidence
-logits. ``template_kv`` then holds both views (batch 2); ``prob`` stays the plain view's. The
-bundle's interface and the runtime are unchanged; ``bundle.json`` records ``test_time``.
+Test-time views, baked into the same graphs (``edgetrack convert --flip-average --zoom-view Z``):
+each graph runs the model on several views of the crops as one batch, and the search step
+gives the mean of their boxes, each mapped back to the plain crop, and the mean of their
+confidence logits. ``--flip-average`` adds the crops' horizontal mirror (the model trains on
+mirrored crops); ``--zoom-view Z`` the centre 1/Z of the search crop resized to the full crop
+(templates whole), and its mirror with ``--flip-average``. ``template_kv`` then holds the plain
+and the mirrored templates' keys/values (batch 2; zoom views share them); ``prob`` stays the
+plain view's. The bundle's interface and the runtime are unchanged; ``bundle.json`` records
+the options under ``test_time``; ``training.models.mixformerv2.test_views`` defines the views.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from edgetrack.bundle import Bundle, check_bundle_output, finalize_bundle, now_i
 from edgetrack.progress import Progress
 from edgetrack.config import model_args
 from training.models import MixFormerV2, MixFormerV2Config
-from training.models.mixformerv2 import mirrored_pair, unmirror_mean
+from training.models.mixformerv2 import View, per_view, search_views, template_views, test_views, views_mean
 
 log = logging.getLogger(__name__)
 
@@ -72,39 +75,44 @@ class SearchStep(nn.Module):
         return _head_tuple(self.model.forward_search(search, template_kv))
 
 
-def _flip_mean(out: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Heads of a (plain, mirrored) batch -> the batch-1 outputs of their mean."""
+def _views_mean(out: dict, views: tuple[View, ...], size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Heads of a batch of views -> the batch-1 outputs of their mean (``prob``: the plain view's)."""
     boxes, scores, prob = _head_tuple(out)
-    return (*unmirror_mean(boxes, scores), prob[0:1])
+    return (*views_mean(boxes, scores, views, size), prob[0:1])
 
 
-class FlipTemplateEncoder(nn.Module):
-    """Template keys/values of both views: (depth, 2, 2, heads, Nt, head_dim)."""
+class ViewsTemplateEncoder(nn.Module):
+    """Template keys/values of the views' templates: (depth, 2, 1 or 2, heads, Nt, head_dim)."""
 
-    def __init__(self, model: MixFormerV2):
+    def __init__(self, model: MixFormerV2, views: tuple[View, ...]):
         super().__init__()
-        self.model = model
+        self.model, self.views = model, views
 
     def forward(self, template, online_template):
-        return self.model.encode_template(mirrored_pair(template), mirrored_pair(online_template))
+        return self.model.encode_template(template_views(template, self.views),
+                                          template_views(online_template, self.views))
 
 
-class FlipSearchStep(nn.Module):
-    def __init__(self, model: MixFormerV2):
+class ViewsSearchStep(nn.Module):
+    def __init__(self, model: MixFormerV2, views: tuple[View, ...]):
         super().__init__()
-        self.model = model
+        self.model, self.views = model, views
 
     def forward(self, search, template_kv):
-        return _flip_mean(self.model.forward_search(mirrored_pair(search), template_kv))
+        size = self.model.cfg.search_size
+        out = self.model.forward_search(search_views(search, self.views, size), per_view(template_kv, self.views, 2))
+        return _views_mean(out, self.views, size)
 
 
-class FlipMonolithic(nn.Module):
-    def __init__(self, model: MixFormerV2):
+class ViewsMonolithic(nn.Module):
+    def __init__(self, model: MixFormerV2, views: tuple[View, ...]):
         super().__init__()
-        self.model = model
+        self.model, self.views = model, views
 
     def forward(self, template, online_template, search):
-        return _flip_mean(self.model(mirrored_pair(template), mirrored_pair(online_template), mirrored_pair(search)))
+        t, o = (per_view(template_views(x, self.views), self.views, 0) for x in (template, online_template))
+        size = self.model.cfg.search_size
+        return _views_mean(self.model(t, o, search_views(search, self.views, size)), self.views, size)
 
 
 class Monolithic(nn.Module):
@@ -116,9 +124,9 @@ class Monolithic(nn.Module):
         return _head_tuple(self.model(template, online_template, search))
 
 
-def example_inputs(cfg: MixFormerV2Config, views: int = 1) -> dict[str, torch.Tensor]:
-    """Random inputs of the three graphs; ``views`` is the batch of ``template_kv`` (2 when
-    flip-averaged)."""
+def example_inputs(cfg: MixFormerV2Config, kv_batch: int = 1) -> dict[str, torch.Tensor]:
+    """Random inputs of the three graphs; ``kv_batch``: the batch of ``template_kv`` (2 when
+    a test-time view mirrors the crops)."""
     g = torch.Generator().manual_seed(0)
     t, s = cfg.template_size, cfg.search_size
     n_t = 2 * cfg.feat_sz_t ** 2
@@ -126,7 +134,7 @@ def example_inputs(cfg: MixFormerV2Config, views: int = 1) -> dict[str, torch.Te
         "template": torch.randn(1, 3, t, t, generator=g),
         "online_template": torch.randn(1, 3, t, t, generator=g),
         "search": torch.randn(1, 3, s, s, generator=g),
-        "template_kv": torch.randn(cfg.depth, 2, views, cfg.num_heads, n_t, cfg.embed_dim // cfg.num_heads, generator=g),
+        "template_kv": torch.randn(cfg.depth, 2, kv_batch, cfg.num_heads, n_t, cfg.embed_dim // cfg.num_heads, generator=g),
     }
 
 
@@ -142,19 +150,21 @@ def _convert(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: t
 
 
 def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress: Progress | None = None,
-                   done: int = 0, total: int | None = None, flip_average: bool = False) -> dict[str, ov.Model]:
+                   done: int = 0, total: int | None = None, views: tuple[View, ...] = (View(),)) -> dict[str, ov.Model]:
     """The OpenVINO graphs (in memory) of a MixFormerV2 model: template, search and monolithic
-    (``flip_average``: each over the crops and their mirror, see the module docstring)."""
+    (``views`` other than the plain one: each over all the views, see the module docstring)."""
     cfg = model.cfg
-    x = example_inputs(cfg, views=2 if flip_average else 1)
     model = model.eval()
-    template, search, mono = ((FlipTemplateEncoder, FlipSearchStep, FlipMonolithic) if flip_average
-                              else (TemplateEncoder, SearchStep, Monolithic))
+    if views == (View(),):
+        template, search, mono = TemplateEncoder(model), SearchStep(model), Monolithic(model)
+        x = example_inputs(cfg)
+    else:
+        template, search, mono = (c(model, views) for c in (ViewsTemplateEncoder, ViewsSearchStep, ViewsMonolithic))
+        x = example_inputs(cfg, kv_batch=2 if any(v.mirror for v in views) else 1)
     makers = {
-        "template": lambda: _convert(template(model), {k: x[k] for k in ("template", "online_template")},
-                                     ("template_kv",)),
-        "search": lambda: _convert(search(model), {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),
-        "monolithic": lambda: _convert(mono(model), {k: x[k] for k in ("template", "online_template", "search")},
+        "template": lambda: _convert(template, {k: x[k] for k in ("template", "online_template")}, ("template_kv",)),
+        "search": lambda: _convert(search, {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),
+        "monolithic": lambda: _convert(mono, {k: x[k] for k in ("template", "online_template", "search")},
                                        HEAD_OUTPUTS),
     }
     total = total if total is not None else len(names)
@@ -166,7 +176,8 @@ def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress
     return graphs
 
 
-def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict, flip_average: bool = False) -> dict:
+def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict, flip_average: bool = False,
+                zoom_view: float | None = None) -> dict:
     return {
         "arch": cfg.name,
         # the model's own numbers; the tracker fields stand once, at the top level
@@ -182,7 +193,7 @@ def bundle_meta(cfg: MixFormerV2Config, precision: str, provenance: dict, flip_a
             "prob": "softmax over bins for the sides l, t, r, b",
         },
         # test-time ensembling baked into the graphs (see conversion/export.py)
-        "test_time": {"flip_average": flip_average},
+        "test_time": {"flip_average": flip_average, "zoom_view": zoom_view},
         "provenance": {"created": now_iso(), "edgetrack_version": edgetrack.__version__, **provenance},
         "measurements": {},
     }
@@ -206,19 +217,22 @@ def save_bundle(graphs: dict[str, ov.Model], out_dir: str | Path, meta: dict, pr
 
 def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp32",
                   provenance: dict | None = None, monolithic: bool = False, force: bool = True,
-                  progress: Progress | None = None, steps_done: int = 0, flip_average: bool = False) -> Bundle:
+                  progress: Progress | None = None, steps_done: int = 0, flip_average: bool = False,
+                  zoom_view: float | None = None) -> Bundle:
     """Export ``model`` to a bundle folder; ``progress(step, done, total)`` reports each step.
     ``monolithic``: also write the monolithic graph (comparison and tests only; off by default).
-    ``flip_average``: average each step over the crop and its mirror (module docstring)."""
+    ``flip_average`` / ``zoom_view``: test-time views, averaged in the graphs (module docstring)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not isinstance(model, MixFormerV2):
         raise TypeError("only MixFormerV2 models export to a tracking bundle (the MixViT teacher is a training model)")
+    views = test_views(flip_average, zoom_view)  # a bad zoom fails before anything is written
     check_bundle_output(out_dir, force)
     names = GRAPHS if monolithic else tuple(g for g in GRAPHS if g != "monolithic")
     total = steps_done + len(names) + 1
-    graphs = convert_graphs(model, names, progress, steps_done, total, flip_average=flip_average)
-    meta = bundle_meta(model.cfg, precision, provenance or {}, flip_average=flip_average)
+    graphs = convert_graphs(model, names, progress, steps_done, total, views=views)
+    meta = bundle_meta(model.cfg, precision, provenance or {}, flip_average=flip_average,
+                       zoom_view=None if zoom_view is None else float(zoom_view))
     _report(progress, f"writing the {precision} bundle", total - 1, total)
     bundle = save_bundle(graphs, out_dir, meta, precision, force=force)
     _report(progress, f"wrote {Path(out_dir).name}", total, total)
@@ -228,7 +242,7 @@ def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp3
 
 def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | Path, precision: str = "fp32",
                        monolithic: bool = False, force: bool = True, progress: Progress | None = None,
-                       flip_average: bool = False) -> Bundle:
+                       flip_average: bool = False, zoom_view: float | None = None) -> Bundle:
     """``edgetrack convert``: a published or own checkpoint -> model bundle (``arch`` None: the
     checkpoint's own config, else MixFormerV2-S). ``progress(step, done, total)`` reports each step."""
     from conversion.official import CheckpointError, canonical_arch, load_official_checkpoint
@@ -243,4 +257,4 @@ def convert_checkpoint(checkpoint: str | Path, arch: str | None, out_dir: str | 
                               "teacher); convert a MixFormerV2 checkpoint")
     prov = {"source_checkpoint": {"file": Path(checkpoint).name, "sha256": sha256_file(checkpoint)}}
     return export_bundle(model, out_dir, precision, prov, monolithic=monolithic, force=force, progress=progress,
-                         steps_done=1, flip_average=flip_average)
+                         steps_done=1, flip_average=flip_average, zoom_view=zoom_view)

@@ -149,6 +149,18 @@ class Bundle:
         return bool(self.meta.get("test_time", {}).get("flip_average", False))
 
     @property
+    def zoom_view(self) -> float | None:
+        """The zoom of the graphs' zoomed view of the search crop (``convert --zoom-view``), or None."""
+        z = self.meta.get("test_time", {}).get("zoom_view")
+        return None if z is None else float(z)
+
+    def describe_views(self) -> str:
+        """The test-time views in words: '' for a plain bundle."""
+        parts = (["flip-averaged"] if self.flip_average else []) + \
+            ([f"zoom view {self.zoom_view:g}"] if self.zoom_view else [])
+        return ", ".join(parts)
+
+    @property
     def tracker_config(self) -> TrackerConfig:
         """What the tracking loop needs (sizes, factors, mean/std, bins, update interval)."""
         try:

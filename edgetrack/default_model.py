@@ -7,8 +7,9 @@ when no model is given.
 time (``make install`` runs ``python -m edgetrack.default_model``), into the cache folder
 (``$EDGETRACK_CACHE`` or ``~/.cache/edgetrack``) under a name that carries the checkpoint's
 sha256, so a new default model gets a new bundle. ``default.json`` may also give the bundle's
-conversion options under ``"convert"`` (``{"flip_average": true}``: the test-time mirror
-average of ``edgetrack convert --flip-average``); they are part of the bundle's name too. Building needs torch (``edgetrack[train]``);
+conversion options under ``"convert"`` (``{"flip_average": true, "zoom_view": 1.3}``: the
+test-time views of ``edgetrack convert --flip-average --zoom-view 1.3``); they are part of the
+bundle's name too. Building needs torch (``edgetrack[train]``);
 using a built bundle does not. ``$EDGETRACK_MODEL`` points at another bundle instead.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
 
 
-CONVERT_OPTIONS = ("flip_average",)
+CONVERT_OPTIONS = {"flip_average": False, "zoom_view": None}  # the options default.json may give, and defaults
 
 
 def default_manifest() -> dict:
@@ -50,17 +51,19 @@ def default_manifest() -> dict:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise EdgetrackError(f"default model: cannot read {pointer} or its manifest ({err})") from None
     convert = spec.get("convert", {})
+    zoom = convert.get("zoom_view") if isinstance(convert, dict) else None
     if not isinstance(convert, dict) or set(convert) - set(CONVERT_OPTIONS) or \
-            not all(isinstance(v, bool) for v in convert.values()):
-        raise EdgetrackError(f"default model: {pointer}: \"convert\" must map some of {', '.join(CONVERT_OPTIONS)} "
-                             f"to true/false, got {convert!r}")
+            not isinstance(convert.get("flip_average", False), bool) or \
+            not (zoom is None or (isinstance(zoom, (int, float)) and not isinstance(zoom, bool) and 1 < zoom <= 4)):
+        raise EdgetrackError(f"default model: {pointer}: \"convert\" takes flip_average (true/false) and zoom_view "
+                             f"(a factor in (1, 4], or null), got {convert!r}")
     weights = d / manifest["file"]
     if not weights.is_file():
         raise EdgetrackError(f"default model {name}: {weights} is missing")
     if sha256_file(weights) != manifest["sha256"]:
         raise EdgetrackError(f"default model {name}: {weights} does not match the sha256 in {name}.json")
     manifest["path"] = str(weights)
-    manifest["convert"] = {k: convert.get(k, False) for k in CONVERT_OPTIONS}
+    manifest["convert"] = {k: convert.get(k, d) for k, d in CONVERT_OPTIONS.items()}
     return manifest
 
 
@@ -70,8 +73,9 @@ def default_bundle_path() -> Path:
     if env:
         return Path(env)
     m = default_manifest()
-    flip = "-flip" if m["convert"]["flip_average"] else ""
-    return cache_root() / "bundles" / f"{m['name']}-{m['sha256'][:12]}{flip}"
+    views = ("-flip" if m["convert"]["flip_average"] else "") + \
+        (f"-zoom{m['convert']['zoom_view']:g}" if m["convert"]["zoom_view"] else "")
+    return cache_root() / "bundles" / f"{m['name']}-{m['sha256'][:12]}{views}"
 
 
 def default_bundle(build: bool = True) -> Path:
@@ -111,8 +115,24 @@ def build_default_bundle(force: bool = False) -> Path:
     return path
 
 
+def convert_args(convert: dict) -> list[str]:
+    """The ``edgetrack convert`` options that give a bundle these conversion options."""
+    args = ["--flip-average"] if convert.get("flip_average") else []
+    return args + (["--zoom-view", f"{convert['zoom_view']:g}"] if convert.get("zoom_view") else [])
+
+
 def main() -> int:
+    """Build the default model's bundle (``--force``: again); ``--convert-args``: print the
+    ``edgetrack convert`` options of its bundle instead (for scripts that convert a candidate
+    the same way)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if "--convert-args" in sys.argv[1:]:
+        try:
+            sys.stdout.write(" ".join(convert_args(default_manifest()["convert"])) + "\n")
+        except EdgetrackError as err:
+            sys.stderr.write(f"error: {err}\n")
+            return 1
+        return 0
     try:
         path = build_default_bundle(force="--force" in sys.argv[1:])
     except EdgetrackError as err:

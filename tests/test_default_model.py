@@ -91,23 +91,32 @@ def test_default_json_conversion_options(built, tmp_path, monkeypatch):
     import shutil
 
     from edgetrack.bundle import Bundle
-    from edgetrack.default_model import default_bundle_path, default_manifest
+    from edgetrack.default_model import convert_args, default_bundle_path, default_manifest
 
     pointer = json.loads((REPO / "models" / "default.json").read_text())
     flip = pointer.get("convert", {}).get("flip_average", False)
-    assert Bundle.load(built).flip_average == flip == default_manifest()["convert"]["flip_average"]
-    assert built.name.endswith("-flip") == flip
+    zoom = pointer.get("convert", {}).get("zoom_view")
+    b = Bundle.load(built)
+    assert (b.flip_average, b.zoom_view) == (flip, zoom)
+    assert default_manifest()["convert"] == {"flip_average": flip, "zoom_view": zoom}
+    assert ("-flip" in built.name) == flip and ("-zoom" in built.name) == (zoom is not None)
+    assert convert_args({"flip_average": True, "zoom_view": 1.3}) == ["--flip-average", "--zoom-view", "1.3"]
+    assert convert_args({"flip_average": False, "zoom_view": None}) == []
+    r = subprocess.run([sys.executable, "-m", "edgetrack.default_model", "--convert-args"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.split() == convert_args(default_manifest()["convert"])
 
     for f in (REPO / "models").iterdir():
         shutil.copy(f, tmp_path / f.name)
     monkeypatch.setenv("EDGETRACK_MODELS", str(tmp_path))
     monkeypatch.delenv("EDGETRACK_MODEL", raising=False)
     names = []
-    for convert in ({}, {"flip_average": True}):
+    for convert in ({}, {"flip_average": True}, {"flip_average": True, "zoom_view": 1.3}, {"zoom_view": 1.3}):
         (tmp_path / "default.json").write_text(json.dumps({"model": pointer["model"], "convert": convert}))
         names.append(default_bundle_path().name)
-    assert names[1] == names[0] + "-flip"
-    for bad in ({"flip": True}, {"flip_average": "yes"}, ["flip_average"]):
+    assert names[1:] == [names[0] + "-flip", names[0] + "-flip-zoom1.3", names[0] + "-zoom1.3"]
+    for bad in ({"flip": True}, {"flip_average": "yes"}, ["flip_average"], {"zoom_view": 1.0}, {"zoom_view": "1.3"},
+                {"zoom_view": True}):
         (tmp_path / "default.json").write_text(json.dumps({"model": pointer["model"], "convert": bad}))
         with pytest.raises(EdgetrackError, match="convert"):
             default_manifest()

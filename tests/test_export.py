@@ -183,61 +183,81 @@ def _clip_frames(n: int) -> list[np.ndarray]:
     return frames
 
 
-def test_flip_averaged_bundle_tracks_like_its_torch_reference(tmp_path):
-    """``convert --flip-average`` on the shipped checkpoint: the graphs hold both views
-    (template_kv of batch 2), split equals monolithic, the step is mirror-equivariant (mirrored
-    crops give the mirrored box and the same score), and on real footage the bundle's tracking
-    loop gives the boxes of a torch reference that runs the plain model on each view (and of
-    ``TorchEngine(flip_average=True)``) to 0.05 px, where the plain bundle's boxes differ."""
+@pytest.mark.parametrize("flip, zoom", [(True, None), (False, 1.3), (True, 1.3)])
+def test_test_time_views_track_like_their_reference(tmp_path, flip, zoom):
+    """``convert --flip-average`` / ``--zoom-view`` on the shipped checkpoint: the template
+    keys/values hold the plain and the mirrored templates (batch 2) only when a view mirrors,
+    split equals monolithic, a flip-averaged step is mirror-equivariant (mirrored crops give the
+    mirrored box and the same score), and on real footage the bundle's tracking loop gives the
+    boxes of a reference that makes each view with numpy/OpenCV and runs the plain torch model
+    on it (and of ``TorchEngine(views=...)``), where the plain bundle's boxes differ."""
+    import cv2
+
     from conversion.export import convert_checkpoint
     from edgetrack.default_model import default_manifest
     from edgetrack.tracker import Tracker
     from training.checkpoint import load_model
     from training.engine import TorchEngine
+    from training.models.mixformerv2 import test_views
 
     ckpt = default_manifest()["path"]
-    flip = convert_checkpoint(ckpt, None, tmp_path / "flip", monolithic=True, flip_average=True)
+    multi = convert_checkpoint(ckpt, None, tmp_path / "views", monolithic=True, flip_average=flip, zoom_view=zoom)
     plain = convert_checkpoint(ckpt, None, tmp_path / "plain")
-    assert flip.flip_average and not plain.flip_average and flip.meta["test_time"] == {"flip_average": True}
+    assert (multi.flip_average, multi.zoom_view) == (flip, zoom) and plain.describe_views() == ""
+    assert multi.meta["test_time"] == {"flip_average": flip, "zoom_view": zoom}
     core = ov.Core()
-    kv = core.compile_model(flip.read_model("template", core), "CPU", F32).outputs[0].get_partial_shape()
-    assert kv[2].get_length() == 2  # (depth, k/v, views, heads, tokens, head_dim)
+    kv = core.compile_model(multi.read_model("template", core), "CPU", F32).outputs[0].get_partial_shape()
+    assert kv[2].get_length() == (2 if flip else 1)  # (depth, k/v, templates, heads, tokens, head_dim)
 
     frames = _clip_frames(40)
     model, _ = load_model(ckpt)
+    size = multi.tracker_config.search_size
 
-    class MirrorMean:  # the plain model on the crops and on their mirror, averaged here
+    class Reference:  # each view made here (numpy flip, OpenCV bilinear resize), the plain model on it
         def __init__(self):
-            self.views = [TorchEngine(model, monolithic=False), TorchEngine(model, monolithic=False)]
-            self.config = self.views[0].config
+            self.views = [(m, z) for z in ((1.0, zoom) if zoom else (1.0,)) for m in ((False, True) if flip else (False,))]
+            self.engines = [TorchEngine(model, monolithic=False) for _ in self.views]
+            self.config = self.engines[0].config
 
         def set_templates(self, t, o):
-            self.views[0].set_templates(t, o)
-            self.views[1].set_templates(t[..., ::-1], o[..., ::-1])
+            for (m, _), e in zip(self.views, self.engines):
+                e.set_templates(t[..., ::-1] if m else t, o[..., ::-1] if m else o)
 
         def infer(self, s):
-            (b0, s0), (b1, s1) = self.views[0].infer(s), self.views[1].infer(s[..., ::-1])
-            return (b0 + np.array([1 - b1[0], *b1[1:]])) / 2, (s0 + s1) / 2
+            boxes, scores = [], []
+            for (m, z), e in zip(self.views, self.engines):
+                x = s[..., ::-1] if m else s
+                c = int(round(size / z))
+                o = (size - c) // 2
+                if z != 1.0:
+                    x = cv2.resize(x[0, :, o:o + c, o:o + c].transpose(1, 2, 0), (size, size),
+                                   interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)[None]
+                (cx, cy, w, h), logit = e.infer(np.ascontiguousarray(x, dtype=np.float32))
+                f = c / size
+                cx, cy, w, h = o / size + cx * f, o / size + cy * f, w * f, h * f
+                boxes.append([1 - cx if m else cx, cy, w, h])
+                scores.append(logit)
+            return np.mean(boxes, axis=0), float(np.mean(scores))
 
-    engines = {"flip": OpenVINOEngine(flip.path, inference_precision="f32"), "reference": MirrorMean(),
-               "torch": TorchEngine(model, monolithic=False, flip_average=True),
+    engines = {"bundle": OpenVINOEngine(multi.path, inference_precision="f32"), "reference": Reference(),
+               "torch": TorchEngine(model, monolithic=False, views=test_views(flip, zoom)),
                "plain": OpenVINOEngine(plain.path, inference_precision="f32")}
     boxes = {}
     for name, engine in engines.items():
         t = Tracker(engine)
         t.init(frames[0], (638, 240, 47, 82))
         boxes[name] = np.array([t.track(f)[0] for f in frames[1:]])
-    np.testing.assert_allclose(boxes["flip"], boxes["reference"], atol=0.05, rtol=0)
-    np.testing.assert_allclose(boxes["torch"], boxes["reference"], atol=0.01, rtol=0)
+    np.testing.assert_allclose(boxes["bundle"], boxes["reference"], atol=0.05, rtol=0)
+    np.testing.assert_allclose(boxes["torch"], boxes["reference"], atol=0.05, rtol=0)
     assert np.abs(boxes["plain"] - boxes["reference"]).max() > 0.5
 
     ref = dict(zip(("template", "online_template", "search"), (np.random.default_rng(0).random(
-        (1, 3, s, s), dtype=np.float32) for s in (flip.tracker_config.template_size,) * 2 +
-        (flip.tracker_config.search_size,))))
-    split, mono = _run(flip, ref, 0)
+        (1, 3, s, s), dtype=np.float32) for s in (multi.tracker_config.template_size,) * 2 + (size,))))
+    split, mono = _run(multi, ref, 0)
     for k in ("pred_boxes", "pred_scores", "prob"):
         np.testing.assert_allclose(split[k], mono[k], atol=1e-5, rtol=0)
-    mirrored, _ = _run(flip, {k: np.ascontiguousarray(v[..., ::-1]) for k, v in ref.items()}, 0)
-    cx, cy, w, h = split["pred_boxes"][0]
-    np.testing.assert_allclose(mirrored["pred_boxes"][0], [1 - cx, cy, w, h], atol=1e-5, rtol=0)
-    np.testing.assert_allclose(mirrored["pred_scores"], split["pred_scores"], atol=1e-5, rtol=0)
+    if flip:
+        mirrored, _ = _run(multi, {k: np.ascontiguousarray(v[..., ::-1]) for k, v in ref.items()}, 0)
+        cx, cy, w, h = split["pred_boxes"][0]
+        np.testing.assert_allclose(mirrored["pred_boxes"][0], [1 - cx, cy, w, h], atol=1e-5, rtol=0)
+        np.testing.assert_allclose(mirrored["pred_scores"], split["pred_scores"], atol=1e-5, rtol=0)

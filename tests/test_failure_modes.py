@@ -351,6 +351,10 @@ def test_bench_and_convert_bad_counts_and_outputs(tiny_bundle, tmp_path):
     line = error_line(edgetrack("convert", tmp_path / "ckpt.pth", "-o", existing))
     assert line == f"error: --output {existing}: is a file; expected a bundle folder (a new one, or a bundle to replace)"
     assert existing.read_text() == "a file"
+    for zoom in ("1", "0.8", "5"):
+        assert error_line(edgetrack("convert", tmp_path / "ckpt.pth", "-o", tmp_path / "z", "--zoom-view", zoom)) == \
+            f"error: --zoom-view {float(zoom)}: expected a factor above 1 and at most 4 (the centre 1/ZOOM of the search crop)"
+    assert not (tmp_path / "z").exists()
 
 
 def test_bundles_are_readable_by_others(tiny_bundle):

@@ -117,9 +117,10 @@ def test_int8_tracker_runs_end_to_end(int8_bundle):
         assert w >= 10 and h >= 10 and x <= 160 - 10 and y <= 120 - 10
 
 
-def test_a_flip_averaged_bundle_quantizes(tmp_path):
-    """``quantize`` of a ``convert --flip-average`` bundle: the INT8 bundle keeps both views
-    (template_kv of batch 2, ``test_time`` in its manifest) and its boxes stay near the FP32 ones."""
+def test_a_bundle_with_test_time_views_quantizes(tmp_path):
+    """``quantize`` of a ``convert --flip-average --zoom-view`` bundle: the INT8 bundle keeps the
+    views (template_kv of batch 2, ``test_time`` in its manifest) and its boxes stay near the
+    FP32 ones."""
     import torch
 
     from conversion.export import export_bundle
@@ -128,9 +129,9 @@ def test_a_flip_averaged_bundle_quantizes(tmp_path):
     from training.models import build_model
 
     torch.manual_seed(0)
-    src = export_bundle(build_model("mixformerv2-tiny"), tmp_path / "flip", flip_average=True)
+    src = export_bundle(build_model("mixformerv2-tiny"), tmp_path / "flip", flip_average=True, zoom_view=1.3)
     q = quantize_bundle(src.path, tmp_path / "flip-int8", calib_config(n=1, frames=6), subset_size=10)
-    assert q.precision == "int8" and q.flip_average and q.meta["test_time"] == {"flip_average": True}
+    assert q.precision == "int8" and q.meta["test_time"] == {"flip_average": True, "zoom_view": 1.3}
     core = ov.Core()
     assert q.read_model("template", core).output("template_kv").get_partial_shape()[2].get_length() == 2
     frames, boxes = moving_square_frames(8)

@@ -34,8 +34,8 @@ $E train score --init "$BEST" --synth 200 --steps 500 --batch-size 32 --threads 
 DEFAULT=$($PY -m edgetrack.default_model | sed -n 's/^default model bundle: //p')
 rm -rf "$WORK/new" "$WORK"/r-*
 # the candidate is converted with the default's conversion options (models/default.json "convert")
-FLIP=$($PY -c "from edgetrack.default_model import default_manifest as m; print('--flip-average' if m()['convert']['flip_average'] else '--no-flip-average')")
-$E convert "$RUN/final.pth" -o "$WORK/new" $FLIP
+VIEWS=$($PY -m edgetrack.default_model --convert-args)
+$E convert "$RUN/final.pth" -o "$WORK/new" $VIEWS
 {
   lscpu | grep "Model name"
   for loop in on off; do

@@ -6,9 +6,9 @@ between, and as the torch FP32 baseline in benchmarks. Works for MixFormerV2 (bo
 and for the MixViT teacher (box only: its confidence is reported as a logit of 0, so the
 online template never updates).
 
-``flip_average=True`` is the torch reference of a bundle converted with ``--flip-average``:
-each step also runs on the mirrored crops and gives the mean box (the mirror's ``cx`` mapped
-back to ``1 - cx``) and the mean confidence logit.
+``views`` (``training.models.mixformerv2.test_views``) is the torch reference of a bundle
+converted with ``--flip-average`` / ``--zoom-view``: each step runs on every view and gives the
+mean box (each mapped back to the plain crop) and the mean confidence logit.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from training.models import MixFormerV2
-from training.models.mixformerv2 import mirrored_pair, unmirror_mean
+from training.models.mixformerv2 import View, per_view, search_views, template_views, views_mean
 
 
 class TorchEngine:
@@ -26,13 +26,14 @@ class TorchEngine:
     tracker does); otherwise the split template encoder + search step (MixFormerV2 only)."""
 
     def __init__(self, model: torch.nn.Module, monolithic: bool = True, update_interval: int | None = None,
-                 flip_average: bool = False):
+                 views: tuple[View, ...] = (View(),)):
         cfg = model.cfg
         self.model = model.eval()
         self.has_score = isinstance(model, MixFormerV2)
         self.device = next(model.parameters()).device
         self.monolithic = monolithic or not self.has_score
-        self.flip_average = flip_average
+        self.views = tuple(views)
+        self.multi_view = self.views != (View(),)
         self.config = cfg.tracker_config()  # the model configuration is a tracker configuration
         if update_interval:
             self.config = replace(self.config, update_interval=update_interval)
@@ -41,23 +42,28 @@ class TorchEngine:
     def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
         self.template = torch.from_numpy(np.ascontiguousarray(template)).to(self.device)
         self.online_template = torch.from_numpy(np.ascontiguousarray(online_template)).to(self.device)
-        if self.flip_average:
-            self.template, self.online_template = mirrored_pair(self.template), mirrored_pair(self.online_template)
+        if self.multi_view:
+            self.template, self.online_template = (template_views(x, self.views) for x in
+                                                   (self.template, self.online_template))
+            if self.monolithic:  # the reference call takes one template pair per view
+                self.template, self.online_template = (per_view(x, self.views, 0) for x in
+                                                       (self.template, self.online_template))
         if not self.monolithic:
             self.template_kv = self.model.encode_template(self.template, self.online_template)
 
     @torch.no_grad()
     def infer(self, search: np.ndarray) -> tuple[np.ndarray, float]:
         s = torch.from_numpy(np.ascontiguousarray(search)).to(self.device)
-        if self.flip_average:
-            s = mirrored_pair(s)
+        if self.multi_view:
+            s = search_views(s, self.views, self.config.search_size)
         if self.monolithic:
             out = self.model(self.template, self.online_template, s)
         else:
-            out = self.model.forward_search(s, self.template_kv)
+            out = self.model.forward_search(s, per_view(self.template_kv, self.views, 2))
         boxes = out["pred_boxes"].view(-1, 4).float()
         scores = out["pred_scores"].view(-1).float() if self.has_score and "pred_scores" in out else None
-        if self.flip_average:
-            boxes, scores = unmirror_mean(boxes, scores if scores is not None else torch.zeros(2, device=boxes.device))
+        if self.multi_view:
+            boxes, scores = views_mean(boxes, scores if scores is not None else boxes.new_zeros(len(self.views)),
+                                       self.views, self.config.search_size)
         box = boxes.mean(0).cpu().numpy()
         return box, (float(scores[0]) if scores is not None else 0.0)

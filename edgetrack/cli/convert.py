@@ -18,7 +18,8 @@ def convert_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Bundle folder to write."),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or fp16 weights."),
     monolithic: bool = typer.Option(False, "--monolithic/--no-monolithic", help="Also export the monolithic model (for comparison and tests; off by default, a shipped bundle stores its weights once)."),
-    flip_average: bool = typer.Option(False, "--flip-average/--no-flip-average", help="Average each step over the crop and its horizontal mirror (a batch of 2): more accurate boxes for about twice the compute per frame."),
+    flip_average: bool = typer.Option(False, "--flip-average/--no-flip-average", help="Test-time view: also run each step on the crops' horizontal mirror and average the boxes (a batch of 2, about 1.75x the time per frame)."),
+    zoom_view: Optional[float] = typer.Option(None, "--zoom-view", help="Test-time view: also run the search step on the centre 1/ZOOM of the search crop, resized to the full crop (with --flip-average, its mirror too), and average. E.g. 1.3."),
 ) -> None:
     """Convert a MixFormerV2 checkpoint into a model bundle (OpenVINO IR).
 
@@ -29,6 +30,9 @@ def convert_cmd(
     # bad input fails before torch is imported (seconds) or the model is exported (minutes)
     if precision not in ("fp32", "fp16"):
         raise EdgetrackError(f"--precision {precision!r}: expected one of fp32, fp16")
+    if zoom_view is not None and not 1.0 < zoom_view <= 4.0:
+        raise EdgetrackError(f"--zoom-view {zoom_view}: expected a factor above 1 and at most 4 (the centre 1/ZOOM "
+                             "of the search crop)")
     if arch and arch.lower().startswith("mixvit"):
         raise EdgetrackError(f"--arch {arch}: the MixViT teacher is a training model; convert a MixFormerV2 checkpoint")
     check_bundle_output(output, option="--output")
@@ -37,9 +41,9 @@ def convert_cmd(
 
     with step_progress() as progress:
         bundle = convert_checkpoint(checkpoint, arch, output, precision, monolithic=monolithic, progress=progress,
-                                    flip_average=flip_average)
-    flip = ", flip-averaged" if bundle.flip_average else ""
-    typer.echo(f"wrote {bundle.path} ({bundle.arch}, {bundle.precision}{flip}): {', '.join(bundle.meta['files'])}")
+                                    flip_average=flip_average, zoom_view=zoom_view)
+    views = f", {bundle.describe_views()}" if bundle.describe_views() else ""
+    typer.echo(f"wrote {bundle.path} ({bundle.arch}, {bundle.precision}{views}): {', '.join(bundle.meta['files'])}")
 
 
 def register(app: typer.Typer) -> None:

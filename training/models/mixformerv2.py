@@ -10,7 +10,10 @@ keys/values of the template tokens, ``forward_search`` runs a search crop agains
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from training.models.configs import MixFormerV2Config
@@ -70,17 +73,79 @@ class MixFormerV2Backbone(nn.Module):
         return x
 
 
-def mirrored_pair(x: torch.Tensor) -> torch.Tensor:
-    """A batch-1 NCHW crop and its horizontal mirror, as a batch of 2 (test-time flip averaging;
-    the model trains on mirrored crops, ``training.data``)."""
-    return torch.cat([x, torch.flip(x, dims=[-1])], dim=0)
+@dataclass(frozen=True)
+class View:
+    """One test-time view of the crops: ``mirror`` flips them left-right; ``zoom`` > 1 takes
+    the centre 1/zoom of the search crop (the template crops stay whole), resized back to
+    the full crop (bilinear)."""
+
+    mirror: bool = False
+    zoom: float = 1.0
 
 
-def unmirror_mean(boxes: torch.Tensor, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Boxes (2, 4: cx, cy, w, h) and logits (2,) of a :func:`mirrored_pair` -> the mean box,
-    the mirror's centre mapped back (``cx -> 1 - cx``), and the mean logit: (1, 4), (1,)."""
-    back = torch.cat([1.0 - boxes[1:2, :1], boxes[1:2, 1:]], dim=1)
-    return (boxes[0:1] + back) / 2, scores.mean(0, keepdim=True)
+def test_views(flip_average: bool = False, zoom_view: float | None = None) -> tuple[View, ...]:
+    """The views of ``edgetrack convert --flip-average --zoom-view Z``: the plain crop first,
+    then its mirror, then the zoomed crop and its mirror (those asked for)."""
+    if zoom_view is not None and not zoom_view > 1.0:
+        raise ValueError(f"zoom view {zoom_view}: expected a factor above 1 (the centre 1/zoom of the crop)")
+    mirrors = (False, True) if flip_average else (False,)
+    zooms = (1.0, float(zoom_view)) if zoom_view else (1.0,)
+    return tuple(View(m, z) for z in zooms for m in mirrors)
+
+
+def zoom_window(size: int, zoom: float) -> tuple[int, int]:
+    """Offset and side in pixels of the centre window a ``zoom`` view takes from a crop of ``size``."""
+    side = int(round(size / zoom))
+    return (size - side) // 2, side
+
+
+def _mirror(x: torch.Tensor) -> torch.Tensor:
+    return torch.flip(x, dims=[-1])
+
+
+def template_views(x: torch.Tensor, views: tuple[View, ...]) -> torch.Tensor:
+    """A batch-1 template crop -> the template batch the views need: plain, then mirrored
+    when a view mirrors (zoom views share their template's keys/values)."""
+    return torch.cat([x, _mirror(x)]) if any(v.mirror for v in views) else x
+
+
+def per_view(x: torch.Tensor, views: tuple[View, ...], dim: int) -> torch.Tensor:
+    """``x`` holding :func:`template_views`' batch on ``dim`` (template crops on dim 0, their
+    keys/values on dim 2) -> one entry per view, in the views' order."""
+    if len(views) == x.shape[dim]:  # one view, or plain + mirror: already in order
+        return x
+    return torch.cat([x.narrow(dim, int(v.mirror), 1) for v in views], dim=dim)
+
+
+def search_views(x: torch.Tensor, views: tuple[View, ...], size: int) -> torch.Tensor:
+    """A batch-1 search crop (1, 3, size, size) -> its views as a batch (len(views), 3, size, size)
+    (``size`` as a number: the graphs are traced)."""
+    out = []
+    for v in views:
+        y = _mirror(x) if v.mirror else x
+        if v.zoom != 1.0:
+            o, c = zoom_window(size, v.zoom)
+            y = F.interpolate(y[..., o:o + c, o:o + c], size=(size, size), mode="bilinear", align_corners=False)
+        out.append(y)
+    return torch.cat(out) if len(out) > 1 else out[0]
+
+
+def views_mean(boxes: torch.Tensor, scores: torch.Tensor, views: tuple[View, ...],
+               size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (V, 4: cx, cy, w, h in [0, 1] of each view) and logits (V,) of
+    :func:`search_views` -> the mean box in the plain crop's coordinates (each view mapped
+    back: out of its zoom window, then out of its mirror) and the mean logit: (1, 4), (1,)."""
+    rows = []
+    for i, v in enumerate(views):
+        cx, cy, w, h = boxes[i].unbind(-1)
+        if v.zoom != 1.0:
+            o, c = zoom_window(size, v.zoom)
+            f, off = c / size, o / size
+            cx, cy, w, h = off + cx * f, off + cy * f, w * f, h * f
+        if v.mirror:
+            cx = 1.0 - cx
+        rows.append(torch.stack([cx, cy, w, h]))
+    return torch.stack(rows).mean(0, keepdim=True), scores.mean(0, keepdim=True)
 
 
 class MlpDistributionHead(nn.Module):
