@@ -208,12 +208,17 @@ def profile_tables(p: dict) -> tuple[tuple, tuple, tuple]:
 
 
 def variant_name(bundle: Bundle, runs_as: str | None) -> str:
-    """FP32, FP16 (runs bf16), INT8, INT8 + accuracy control (max drop 0.005)."""
+    """FP32, FP16 (runs bf16), INT8, INT8 + accuracy control (max drop 0.005); then the
+    bundle's test-time views, if any (", zoom view 1.3")."""
     if bundle.precision == "int8":
         ac = bundle.meta.get("provenance", {}).get("quantization", {}).get("accuracy_control")
-        return f"INT8 + accuracy control (max drop {ac['max_drop']})" if ac else "INT8"
-    name = bundle.precision.upper()
-    return name if (bundle.precision == "fp32" and runs_as == "f32") or not runs_as else f"{name} (runs {runs_as})"
+        name = f"INT8 + accuracy control (max drop {ac['max_drop']})" if ac else "INT8"
+    else:
+        name = bundle.precision.upper()
+        if not ((bundle.precision == "fp32" and runs_as == "f32") or not runs_as):
+            name = f"{name} (runs {runs_as})"
+    views = bundle.describe_views()
+    return f"{name}, {views}" if views else name
 
 
 def bundle_megabytes(bundle: Bundle) -> float:

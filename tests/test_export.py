@@ -205,6 +205,10 @@ def test_test_time_views_track_like_their_reference(tmp_path, flip, zoom):
     plain = convert_checkpoint(ckpt, None, tmp_path / "plain")
     assert (multi.flip_average, multi.zoom_view) == (flip, zoom) and plain.describe_views() == ""
     assert multi.meta["test_time"] == {"flip_average": flip, "zoom_view": zoom}
+    from edgetrack.report import variant_name
+
+    assert variant_name(plain, "f32") == "FP32" and variant_name(multi, "f32") == "FP32, " + multi.describe_views()
+    assert multi.describe_views() == ", ".join((["flip-averaged"] if flip else []) + ([f"zoom view {zoom}"] if zoom else []))
     core = ov.Core()
     kv = core.compile_model(multi.read_model("template", core), "CPU", F32).outputs[0].get_partial_shape()
     assert kv[2].get_length() == (2 if flip else 1)  # (depth, k/v, templates, heads, tokens, head_dim)
