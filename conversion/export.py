@@ -18,7 +18,7 @@ mirrored crops); ``--zoom-view Z`` the centre 1/Z of the search crop resized to 
 (templates whole), and its mirror with ``--flip-average``. ``template_kv`` then holds the plain
 and the mirrored templates' keys/values (batch 2; zoom views share them); ``prob`` stays the
 plain view's. The bundle's interface and the runtime are unchanged; ``bundle.json`` records
-the options under ``test_time``; ``training.models.mixformerv2.test_views`` defines the views.
+the options under ``test_time``; ``training.models.mixformerv2.views_for`` defines the views.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from edgetrack.bundle import Bundle, check_bundle_output, finalize_bundle, now_i
 from edgetrack.progress import Progress
 from edgetrack.config import model_args
 from training.models import MixFormerV2, MixFormerV2Config
-from training.models.mixformerv2 import View, per_view, search_views, template_views, test_views, views_mean
+from training.models.mixformerv2 import View, per_view, search_views, template_views, views_for, views_mean
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def export_bundle(model: MixFormerV2, out_dir: str | Path, precision: str = "fp3
         raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if not isinstance(model, MixFormerV2):
         raise TypeError("only MixFormerV2 models export to a tracking bundle (the MixViT teacher is a training model)")
-    views = test_views(flip_average, zoom_view)  # a bad zoom fails before anything is written
+    views = views_for(flip_average, zoom_view)  # a bad zoom fails before anything is written
     check_bundle_output(out_dir, force)
     names = GRAPHS if monolithic else tuple(g for g in GRAPHS if g != "monolithic")
     total = steps_done + len(names) + 1

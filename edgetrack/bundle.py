@@ -31,6 +31,16 @@ FORMAT_VERSION = 2  # 2: the models read one shared weights file (manifest key "
 READABLE_VERSIONS = (1, 2)  # 1: a .bin per model
 MANIFEST = "bundle.json"
 MODEL_NAMES = ("template", "search", "monolithic")
+MAX_ZOOM_VIEW = 4.0  # a test-time zoom view takes the centre 1/zoom of the search crop: at most a quarter
+
+
+def check_zoom_view(zoom: object, what: str = "zoom view") -> None:
+    """One clear error unless ``zoom`` is None or a number in (1, MAX_ZOOM_VIEW]."""
+    if zoom is None:
+        return
+    if isinstance(zoom, bool) or not isinstance(zoom, (int, float)) or not 1.0 < zoom <= MAX_ZOOM_VIEW:
+        raise EdgetrackError(f"{what} {zoom!r}: expected a factor above 1 and at most {MAX_ZOOM_VIEW:g} "
+                             "(the centre 1/ZOOM of the search crop)")
 REQUIRED_MODELS = ("template", "search")  # what tracking runs; the monolithic model is optional
 # the tracker fields stand at the top level (once); ``config`` holds the model's other numbers
 # (bundles written before repeated the tracker fields there: see edgetrack.config)

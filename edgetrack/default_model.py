@@ -21,6 +21,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from edgetrack.bundle import check_zoom_view
 from edgetrack.io import sha256_file
 from edgetrack.errors import EdgetrackError
 from edgetrack.synth.library import cache_root
@@ -51,12 +52,11 @@ def default_manifest() -> dict:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise EdgetrackError(f"default model: cannot read {pointer} or its manifest ({err})") from None
     convert = spec.get("convert", {})
-    zoom = convert.get("zoom_view") if isinstance(convert, dict) else None
     if not isinstance(convert, dict) or set(convert) - set(CONVERT_OPTIONS) or \
-            not isinstance(convert.get("flip_average", False), bool) or \
-            not (zoom is None or (isinstance(zoom, (int, float)) and not isinstance(zoom, bool) and 1 < zoom <= 4)):
+            not isinstance(convert.get("flip_average", False), bool):
         raise EdgetrackError(f"default model: {pointer}: \"convert\" takes flip_average (true/false) and zoom_view "
-                             f"(a factor in (1, 4], or null), got {convert!r}")
+                             f"(a factor, or null), got {convert!r}")
+    check_zoom_view(convert.get("zoom_view"), f"default model: {pointer}: \"convert\": zoom_view")
     weights = d / manifest["file"]
     if not weights.is_file():
         raise EdgetrackError(f"default model {name}: {weights} is missing")

@@ -198,7 +198,7 @@ def test_test_time_views_track_like_their_reference(tmp_path, flip, zoom):
     from edgetrack.tracker import Tracker
     from training.checkpoint import load_model
     from training.engine import TorchEngine
-    from training.models.mixformerv2 import test_views
+    from training.models.mixformerv2 import views_for
 
     ckpt = default_manifest()["path"]
     multi = convert_checkpoint(ckpt, None, tmp_path / "views", monolithic=True, flip_average=flip, zoom_view=zoom)
@@ -244,7 +244,7 @@ def test_test_time_views_track_like_their_reference(tmp_path, flip, zoom):
             return np.mean(boxes, axis=0), float(np.mean(scores))
 
     engines = {"bundle": OpenVINOEngine(multi.path, inference_precision="f32"), "reference": Reference(),
-               "torch": TorchEngine(model, monolithic=False, views=test_views(flip, zoom)),
+               "torch": TorchEngine(model, monolithic=False, views=views_for(flip, zoom)),
                "plain": OpenVINOEngine(plain.path, inference_precision="f32")}
     boxes = {}
     for name, engine in engines.items():

@@ -6,7 +6,7 @@ between, and as the torch FP32 baseline in benchmarks. Works for MixFormerV2 (bo
 and for the MixViT teacher (box only: its confidence is reported as a logit of 0, so the
 online template never updates).
 
-``views`` (``training.models.mixformerv2.test_views``) is the torch reference of a bundle
+``views`` (``training.models.mixformerv2.views_for``) is the torch reference of a bundle
 converted with ``--flip-average`` / ``--zoom-view``: each step runs on every view and gives the
 mean box (each mapped back to the plain crop) and the mean confidence logit.
 """

@@ -25,14 +25,12 @@ def convert_cmd(
 
     Example: edgetrack convert mixformerv2_small.pth --arch mixformerv2-s -o models/s-fp32
     """
-    from edgetrack.bundle import check_bundle_output
+    from edgetrack.bundle import check_bundle_output, check_zoom_view
 
     # bad input fails before torch is imported (seconds) or the model is exported (minutes)
     if precision not in ("fp32", "fp16"):
         raise EdgetrackError(f"--precision {precision!r}: expected one of fp32, fp16")
-    if zoom_view is not None and not 1.0 < zoom_view <= 4.0:
-        raise EdgetrackError(f"--zoom-view {zoom_view}: expected a factor above 1 and at most 4 (the centre 1/ZOOM "
-                             "of the search crop)")
+    check_zoom_view(zoom_view, "--zoom-view")
     if arch and arch.lower().startswith("mixvit"):
         raise EdgetrackError(f"--arch {arch}: the MixViT teacher is a training model; convert a MixFormerV2 checkpoint")
     check_bundle_output(output, option="--output")

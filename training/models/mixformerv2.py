@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgetrack.bundle import check_zoom_view
 from training.models.configs import MixFormerV2Config
 from training.models.layers import PatchEmbed, box_xyxy_to_cxcywh, make_blocks, sincos_pos_embed_2d
 
@@ -83,11 +84,10 @@ class View:
     zoom: float = 1.0
 
 
-def test_views(flip_average: bool = False, zoom_view: float | None = None) -> tuple[View, ...]:
+def views_for(flip_average: bool = False, zoom_view: float | None = None) -> tuple[View, ...]:
     """The views of ``edgetrack convert --flip-average --zoom-view Z``: the plain crop first,
     then its mirror, then the zoomed crop and its mirror (those asked for)."""
-    if zoom_view is not None and not zoom_view > 1.0:
-        raise ValueError(f"zoom view {zoom_view}: expected a factor above 1 (the centre 1/zoom of the crop)")
+    check_zoom_view(zoom_view)
     mirrors = (False, True) if flip_average else (False,)
     zooms = (1.0, float(zoom_view)) if zoom_view else (1.0,)
     return tuple(View(m, z) for z in zooms for m in mirrors)
