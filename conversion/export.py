@@ -36,7 +36,7 @@ from edgetrack.bundle import Bundle, check_bundle_output, finalize_bundle, now_i
 from edgetrack.progress import Progress
 from edgetrack.config import model_args
 from training.models import MixFormerV2, MixFormerV2Config
-from training.models.mixformerv2 import View, per_view, search_views, template_views, views_for, views_mean
+from training.models.mixformerv2 import PLAIN, View, per_view, search_views, template_views, views_for, views_mean
 
 log = logging.getLogger(__name__)
 
@@ -57,34 +57,19 @@ def _head_tuple(out: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return out["pred_boxes"].reshape(-1, 4), out["pred_scores"], prob
 
 
-class TemplateEncoder(nn.Module):
-    def __init__(self, model: MixFormerV2):
-        super().__init__()
-        self.model = model
-
-    def forward(self, template, online_template):
-        return self.model.encode_template(template, online_template)
-
-
-class SearchStep(nn.Module):
-    def __init__(self, model: MixFormerV2):
-        super().__init__()
-        self.model = model
-
-    def forward(self, search, template_kv):
-        return _head_tuple(self.model.forward_search(search, template_kv))
-
-
 def _views_mean(out: dict, views: tuple[View, ...], size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Heads of a batch of views -> the batch-1 outputs of their mean (``prob``: the plain view's)."""
+    """Heads of a batch of views -> the batch-1 outputs of their mean (``prob``: the plain view's).
+    One plain view passes the heads through, so a plain bundle's graphs hold no averaging."""
     boxes, scores, prob = _head_tuple(out)
+    if views == PLAIN:
+        return boxes, scores, prob
     return (*views_mean(boxes, scores, views, size), prob[0:1])
 
 
-class ViewsTemplateEncoder(nn.Module):
+class TemplateEncoder(nn.Module):
     """Template keys/values of the views' templates: (depth, 2, 1 or 2, heads, Nt, head_dim)."""
 
-    def __init__(self, model: MixFormerV2, views: tuple[View, ...]):
+    def __init__(self, model: MixFormerV2, views: tuple[View, ...] = PLAIN):
         super().__init__()
         self.model, self.views = model, views
 
@@ -93,8 +78,8 @@ class ViewsTemplateEncoder(nn.Module):
                                           template_views(online_template, self.views))
 
 
-class ViewsSearchStep(nn.Module):
-    def __init__(self, model: MixFormerV2, views: tuple[View, ...]):
+class SearchStep(nn.Module):
+    def __init__(self, model: MixFormerV2, views: tuple[View, ...] = PLAIN):
         super().__init__()
         self.model, self.views = model, views
 
@@ -104,8 +89,8 @@ class ViewsSearchStep(nn.Module):
         return _views_mean(out, self.views, size)
 
 
-class ViewsMonolithic(nn.Module):
-    def __init__(self, model: MixFormerV2, views: tuple[View, ...]):
+class Monolithic(nn.Module):
+    def __init__(self, model: MixFormerV2, views: tuple[View, ...] = PLAIN):
         super().__init__()
         self.model, self.views = model, views
 
@@ -113,15 +98,6 @@ class ViewsMonolithic(nn.Module):
         t, o = (per_view(template_views(x, self.views), self.views, 0) for x in (template, online_template))
         size = self.model.cfg.search_size
         return _views_mean(self.model(t, o, search_views(search, self.views, size)), self.views, size)
-
-
-class Monolithic(nn.Module):
-    def __init__(self, model: MixFormerV2):
-        super().__init__()
-        self.model = model
-
-    def forward(self, template, online_template, search):
-        return _head_tuple(self.model(template, online_template, search))
 
 
 def example_inputs(cfg: MixFormerV2Config, kv_batch: int = 1) -> dict[str, torch.Tensor]:
@@ -150,17 +126,13 @@ def _convert(module: nn.Module, inputs: dict[str, torch.Tensor], output_names: t
 
 
 def convert_graphs(model: MixFormerV2, names: tuple[str, ...] = GRAPHS, progress: Progress | None = None,
-                   done: int = 0, total: int | None = None, views: tuple[View, ...] = (View(),)) -> dict[str, ov.Model]:
+                   done: int = 0, total: int | None = None, views: tuple[View, ...] = PLAIN) -> dict[str, ov.Model]:
     """The OpenVINO graphs (in memory) of a MixFormerV2 model: template, search and monolithic
     (``views`` other than the plain one: each over all the views, see the module docstring)."""
     cfg = model.cfg
     model = model.eval()
-    if views == (View(),):
-        template, search, mono = TemplateEncoder(model), SearchStep(model), Monolithic(model)
-        x = example_inputs(cfg)
-    else:
-        template, search, mono = (c(model, views) for c in (ViewsTemplateEncoder, ViewsSearchStep, ViewsMonolithic))
-        x = example_inputs(cfg, kv_batch=2 if any(v.mirror for v in views) else 1)
+    template, search, mono = (c(model, views) for c in (TemplateEncoder, SearchStep, Monolithic))
+    x = example_inputs(cfg, kv_batch=2 if any(v.mirror for v in views) else 1)
     makers = {
         "template": lambda: _convert(template, {k: x[k] for k in ("template", "online_template")}, ("template_kv",)),
         "search": lambda: _convert(search, {k: x[k] for k in ("search", "template_kv")}, HEAD_OUTPUTS),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from training.models import MixFormerV2
-from training.models.mixformerv2 import View, per_view, search_views, template_views, views_mean
+from training.models.mixformerv2 import PLAIN, View, per_view, search_views, template_views, views_mean
 
 
 class TorchEngine:
@@ -26,14 +26,13 @@ class TorchEngine:
     tracker does); otherwise the split template encoder + search step (MixFormerV2 only)."""
 
     def __init__(self, model: torch.nn.Module, monolithic: bool = True, update_interval: int | None = None,
-                 views: tuple[View, ...] = (View(),)):
+                 views: tuple[View, ...] = PLAIN):
         cfg = model.cfg
         self.model = model.eval()
         self.has_score = isinstance(model, MixFormerV2)
         self.device = next(model.parameters()).device
         self.monolithic = monolithic or not self.has_score
         self.views = tuple(views)
-        self.multi_view = self.views != (View(),)
         self.config = cfg.tracker_config()  # the model configuration is a tracker configuration
         if update_interval:
             self.config = replace(self.config, update_interval=update_interval)
@@ -42,28 +41,25 @@ class TorchEngine:
     def set_templates(self, template: np.ndarray, online_template: np.ndarray) -> None:
         self.template = torch.from_numpy(np.ascontiguousarray(template)).to(self.device)
         self.online_template = torch.from_numpy(np.ascontiguousarray(online_template)).to(self.device)
-        if self.multi_view:
-            self.template, self.online_template = (template_views(x, self.views) for x in
+        self.template, self.online_template = (template_views(x, self.views) for x in
+                                               (self.template, self.online_template))
+        if self.monolithic:  # the reference call takes one template pair per view
+            self.template, self.online_template = (per_view(x, self.views, 0) for x in
                                                    (self.template, self.online_template))
-            if self.monolithic:  # the reference call takes one template pair per view
-                self.template, self.online_template = (per_view(x, self.views, 0) for x in
-                                                       (self.template, self.online_template))
         if not self.monolithic:
             self.template_kv = self.model.encode_template(self.template, self.online_template)
 
     @torch.no_grad()
     def infer(self, search: np.ndarray) -> tuple[np.ndarray, float]:
         s = torch.from_numpy(np.ascontiguousarray(search)).to(self.device)
-        if self.multi_view:
-            s = search_views(s, self.views, self.config.search_size)
+        s = search_views(s, self.views, self.config.search_size)
         if self.monolithic:
             out = self.model(self.template, self.online_template, s)
         else:
             out = self.model.forward_search(s, per_view(self.template_kv, self.views, 2))
         boxes = out["pred_boxes"].view(-1, 4).float()
-        scores = out["pred_scores"].view(-1).float() if self.has_score and "pred_scores" in out else None
-        if self.multi_view:
-            boxes, scores = views_mean(boxes, scores if scores is not None else boxes.new_zeros(len(self.views)),
-                                       self.views, self.config.search_size)
-        box = boxes.mean(0).cpu().numpy()
-        return box, (float(scores[0]) if scores is not None else 0.0)
+        # the teacher has no score head: its confidence is a logit of 0
+        scores = out["pred_scores"].view(-1).float() if self.has_score and "pred_scores" in out else \
+            boxes.new_zeros(len(boxes))
+        box, score = views_mean(boxes, scores, self.views, self.config.search_size)
+        return box[0].cpu().numpy(), float(score[0])

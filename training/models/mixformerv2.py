@@ -84,6 +84,8 @@ class View:
     zoom: float = 1.0
 
 
+PLAIN = (View(),)  # the crops as they are: one view
+
 def views_for(flip_average: bool = False, zoom_view: float | None = None) -> tuple[View, ...]:
     """The views of ``edgetrack convert --flip-average --zoom-view Z``: the plain crop first,
     then its mirror, then the zoomed crop and its mirror (those asked for)."""
