@@ -454,3 +454,36 @@ def test_writing_the_eval_split_on_avx512_kernels_says_how_to_get_the_recorded_o
     for k, v in PORTABLE_SIMD_ENV.items():
         monkeypatch.setenv(k, v)
     assert not synth_dataset.simd_differs_from_recorded()
+
+
+# -- sequences that keep some of their planned frames (training's synth_span) ------------------------
+@pytest.mark.parametrize("index", [1, 2, 3])
+def test_kept_frames_are_the_full_sequence_at_those_instants(index):
+    """``keep``: a sequence planned over N frames, rendered only at ``keep`` evenly spaced ones,
+    gives exactly those frames of the full rendering (pixels, boxes, absence), so a sequence
+    stored in few frames holds the change of a long one."""
+    full = generate_sequence(index, 3, "train", SMALL, min_frames=60, max_frames=90)
+    kept = generate_sequence(index, 3, "train", SMALL, min_frames=60, max_frames=90, keep=12)
+    span = kept.meta["span"]
+    idx = np.array(span["kept"])
+    assert span["planned_frames"] == len(full.frames) >= 60 and len(kept.frames) == 12 == len(kept.ground_truth)
+    assert idx[0] == 0 and idx[-1] == len(full.frames) - 1 and np.all(np.diff(idx) >= 4)
+    assert all(np.array_equal(full.frames[i], f) for i, f in zip(idx, kept.frames))
+    assert np.array_equal(full.ground_truth[idx], kept.ground_truth)
+    assert np.array_equal(full.visible[idx], kept.visible)
+    assert kept.meta["n_frames"] == 12 and len(kept.meta["visible_fraction"]) == 12
+    # the first and last kept frames are the planned ones: the target moved over the whole span
+    assert not np.allclose(kept.ground_truth[-1], full.ground_truth[11])
+
+
+def test_keeping_as_many_frames_as_planned_changes_nothing():
+    full = generate_sequence(1, 3, "train", SMALL, 20)
+    same = generate_sequence(1, 3, "train", SMALL, 20, keep=25)
+    assert "span" not in same.meta and all(np.array_equal(a, b) for a, b in zip(full.frames, same.frames))
+    with pytest.raises(EdgetrackError, match="keep 1"):
+        generate_sequence(1, 3, "train", SMALL, 20, keep=1)
+    plan = plan_sequence(1, 3, "train", SMALL, 20)
+    with pytest.raises(EdgetrackError, match="increasing frames"):
+        plan.at_frames(np.array([0, 5, 5]))
+    with pytest.raises(EdgetrackError, match="increasing frames"):
+        plan.at_frames(np.array([0, 20]))

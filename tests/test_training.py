@@ -697,6 +697,8 @@ def edgetrack(*args):
     (["train", "teacher", "--synth", "2", "--synth-refresh", "-5", "--out", "x.pth"], "--synth-refresh -5"),
     (["train", "teacher", "--data", "folder:/nope", "--synth-refresh", "64", "--out", "x.pth"], "give --synth N"),
     (["train", "teacher", "--synth", "2", "--ema", "1.5", "--out", "x.pth"], "--ema 1.5: expected a decay"),
+    (["train", "teacher", "--synth", "2", "--synth-frames", "30", "--synth-span", "20", "--out", "x.pth"],
+     "(--synth-span) 20: expected 0 (off) or at least synth_frames (30)"),
 ])
 def test_cli_bad_input_is_one_line_exit_2(args, msg, tmp_path):
     p = edgetrack(*[str(tmp_path / a) if a == "x.pth" else a for a in args])

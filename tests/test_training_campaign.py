@@ -465,6 +465,54 @@ def test_round_stream_trains_on_fresh_sequences_each_round(caplog, tmp_path, mon
         DataConfig(spec="folder:/x", synth_refresh=4)
 
 
+def test_synth_span_spreads_the_kept_frames_over_a_longer_plan(tmp_path, monkeypatch):
+    """DataConfig.synth_span: each sequence is planned over synth_frames..synth_span frames and
+    synth_frames of them are kept, in memory and in refresh rounds alike; without it the
+    sequences are those of before."""
+    import dataclasses
+    import tempfile
+
+    from edgetrack.errors import EdgetrackError
+    from edgetrack.synth import generate_sequence
+    from training.data import DataConfig, RoundStream
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    size = (96, 72)
+    data = DataConfig(synth=3, synth_seed=6, synth_size=size, synth_frames=8, synth_span=40)
+    seqs = data.load()
+    planned = [s.meta["span"]["planned_frames"] for s in seqs]
+    assert all(len(s.frames) == 8 for s in seqs) and all(8 < n <= 40 for n in planned) and len(set(planned)) > 1
+    for s in seqs:  # the kept frames of the long plan, the same as rendering it whole
+        whole = generate_sequence(s.meta["index"], 6, "train", size, s.meta["span"]["planned_frames"])
+        assert np.array_equal(whole.frames[s.meta["span"]["kept"][-1]], s.frames[-1])
+    plain = DataConfig(synth=3, synth_seed=6, synth_size=size, synth_frames=8).load()
+    assert all("span" not in s.meta for s in plain)
+    want = synth_sequences(3, seed=6, size=size, n_frames=8)
+    assert all(np.array_equal(a.frames[-1], b.frames[-1]) for a, b in zip(plain, want))
+    made = []
+
+    class Stream:  # what RoundStream makes of a round's sequences: here, just note them
+        def __init__(self, sequences):
+            made.append(sequences)
+
+        def __call__(self, k):
+            return k
+
+        def close(self):
+            pass
+
+    rs = RoundStream(dataclasses.replace(data, synth_refresh=4, refresh_workers=1, synth_seed=7,
+                                         round_prefetch=False), 2, Stream)
+    try:
+        rs(0)
+    finally:
+        rs.close()
+    planned = [s.meta["span"]["planned_frames"] if "span" in s.meta else len(s.frames) for s in made[0]]
+    assert all(len(s.frames) == 8 for s in made[0]) and all(8 <= n <= 40 for n in planned) and max(planned) > 8
+    with pytest.raises(EdgetrackError, match=r"synth_span \(--synth-span\) 5"):
+        DataConfig(synth=3, synth_frames=8, synth_span=5)
+
+
 def test_campaign_runs_a_recipe_and_exports_each_stage(tmp_path, monkeypatch, caplog):
     import json
     import logging

@@ -79,10 +79,16 @@ def sequences_from_spec(spec: str) -> list[Sequence]:
     return out
 
 
-def _generate_train(job: tuple[int, int, tuple[int, int], int]) -> Sequence:
+def _generate_train(job: tuple) -> Sequence:
+    """One train-split sequence: (index, seed, size, n_frames[, span]). With a span above
+    n_frames the sequence is planned over span_lo..span frames (its own draw) and n_frames of
+    them are rendered, evenly spaced (``generate_sequence``'s ``keep``)."""
     from edgetrack.synth import generate_sequence
 
-    index, seed, size, n_frames = job
+    index, seed, size, n_frames, *rest = job
+    span = rest[0] if rest else 0
+    if span and span > n_frames:
+        return generate_sequence(index, seed, "train", size, min_frames=n_frames, max_frames=span, keep=n_frames)
     return generate_sequence(index, seed, "train", size, n_frames)
 
 
@@ -113,9 +119,10 @@ def _load_frames(made: list[tuple[Sequence, str]]) -> list[Sequence]:
     return out
 
 
-def _synth_jobs(n: int, seed: int, size: tuple[int, int], n_frames: int) -> list[tuple[int, int, tuple[int, int], int]]:
-    """The ``_generate_train`` jobs of sequences 1..n of one seed."""
-    return [(i, int(seed), (int(size[0]), int(size[1])), int(n_frames)) for i in range(1, int(n) + 1)]
+def _synth_jobs(n: int, seed: int, size: tuple[int, int], n_frames: int, span: int = 0) -> list[tuple]:
+    """The ``_generate_train`` jobs of sequences 1..n of one seed (``span``: see ``DataConfig``)."""
+    tail = (int(span),) if span else ()  # without a span: the jobs, and so the pixels, of before
+    return [(i, int(seed), (int(size[0]), int(size[1])), int(n_frames), *tail) for i in range(1, int(n) + 1)]
 
 
 _SYNTH_CACHE: dict[tuple, tuple[Sequence, ...]] = {}
@@ -123,13 +130,13 @@ ROUND_SEED_STRIDE = 1000  # refresh round r of seed s uses seed s + 1000 r: apar
 
 
 def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n_frames: int = 60,
-                    workers: int = 1) -> list[Sequence]:
+                    workers: int = 1, span: int = 0) -> list[Sequence]:
     """Sequences 1..n of the synthetic *train* split (photos never used by the eval split),
     generated in memory (by ``workers`` processes) and cached per process (same arguments,
-    same pixels, whatever the number of workers)."""
+    same pixels, whatever the number of workers). ``span``: see ``DataConfig.synth_span``."""
     if n < 1:
         raise EdgetrackError(f"--synth {n}: expected at least 1 sequence")
-    key = (int(n), int(seed), (int(size[0]), int(size[1])), int(n_frames))
+    key = (int(n), int(seed), (int(size[0]), int(size[1])), int(n_frames), int(span))
     if key not in _SYNTH_CACHE:
         while len(_SYNTH_CACHE) >= 4:
             _SYNTH_CACHE.pop(next(iter(_SYNTH_CACHE)))
@@ -142,7 +149,8 @@ def synth_sequences(n: int, seed: int = 0, size: tuple[int, int] = (320, 240), n
         else:
             seqs = tuple(_generate_train(j) for j in jobs)
         _SYNTH_CACHE[key] = seqs
-        log.info("generated %d synthetic train sequences (%dx%d, %d frames, seed %d)", n, *key[2], key[3], seed)
+        log.info("generated %d synthetic train sequences (%dx%d, %d frames%s, seed %d)", n, *key[2], key[3],
+                 f" over {n_frames}-{span} planned" if span > n_frames else "", seed)
     return list(_SYNTH_CACHE[key])
 
 
@@ -158,6 +166,11 @@ class DataConfig:
     synth_seed: int = 0
     synth_size: tuple[int, int] = (320, 240)
     synth_frames: int = 60
+    # > synth_frames: each sequence is planned over synth_frames..synth_span frames (its own
+    # draw) and synth_frames of them, evenly spaced, are kept. Template and search frames then
+    # lie up to a whole planned sequence apart, as the first template and a late frame do in a
+    # tracked sequence (the eval split's are 150-300 frames long); 0: off
+    synth_span: int = 0
     workers: int = 1  # processes that generate the synthetic sequences
     # fresh synthetic sequences every ``synth_refresh`` samples (0: the same ones throughout):
     # round r draws on ``synth`` sequences of seed ``round_seed(r)``, see :class:`RoundStream`
@@ -171,6 +184,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.synth_refresh < 0:
             raise EdgetrackError(f"--synth-refresh {self.synth_refresh}: expected 0 (off) or a number of samples")
+        if self.synth_span and self.synth_span < self.synth_frames:
+            raise EdgetrackError(f"synth_span (--synth-span) {self.synth_span}: expected 0 (off) or at least synth_frames "
+                                 f"({self.synth_frames})")
         if self.synth_refresh and self.synth is None:
             raise EdgetrackError("training data: synth_refresh makes fresh synthetic sequences; give --synth N with it")
 
@@ -191,7 +207,8 @@ class DataConfig:
                 log.info("training data %s: %d sequences", spec, len(seqs))
                 out.extend(seqs)
             return out
-        return synth_sequences(self.synth, self.synth_seed, self.synth_size, self.synth_frames, self.workers)
+        return synth_sequences(self.synth, self.synth_seed, self.synth_size, self.synth_frames, self.workers,
+                               self.synth_span)
 
     def ratios(self) -> dict[str, float] | None:
         """The sampler's data-set ratios (None: sequences drawn uniformly)."""
@@ -776,7 +793,8 @@ class RoundStream:
         self._drop_pending()
         d = self.data
         folder = tempfile.mkdtemp(prefix=f"edgetrack-round{r}-")
-        jobs = [(*job, folder) for job in _synth_jobs(d.synth, d.round_seed(r), d.synth_size, d.synth_frames)]
+        jobs = [(*job, folder) for job in _synth_jobs(d.synth, d.round_seed(r), d.synth_size, d.synth_frames,
+                                                  d.synth_span)]
         return r, self._pool.map_async(_generate_to_file, jobs, chunksize=max(1, min(4, len(jobs) // self.workers))), folder
 
     def _drop_pending(self) -> None:

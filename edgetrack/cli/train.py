@@ -110,6 +110,9 @@ def train_cmd(
     synth: Optional[int] = typer.Option(None, "--synth", help="Use N synthetic train-split sequences (in memory)."),
     synth_size: str = typer.Option("320x240", "--synth-size", help="Synthetic frame size WxH."),
     synth_frames: int = typer.Option(60, "--synth-frames", help="Frames per synthetic sequence."),
+    synth_span: int = typer.Option(0, "--synth-span", help="Plan each synthetic sequence over --synth-frames to "
+                                   "this many frames and keep --synth-frames of them, evenly spaced, so that "
+                                   "template and search lie as far apart as in a long tracked sequence (0: off)."),
     synth_refresh: Optional[int] = typer.Option(None, "--synth-refresh", help="Fresh synthetic sequences every N "
                                                 "samples (made by background processes while the previous ones "
                                                 "train; 0: the same sequences throughout; replaces a recipe's). "
@@ -206,7 +209,7 @@ def train_cmd(
     wk = workers if workers is not None else int(rec.get("defaults", {}).get("workers", 0))
     if data is not None or synth is not None:
         src = DataConfig(spec=data, synth=synth, synth_seed=seed or 0, synth_size=size, synth_frames=synth_frames,
-                         workers=max(1, wk))
+                         synth_span=synth_span, workers=max(1, wk))
     elif rec.get("data"):
         src = campaign.data_config(rec["data"], wk)
     else:

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -432,6 +432,27 @@ class SequencePlan:
     lights: list[tuple[np.ndarray, float, np.ndarray]]  # (centre (N,2) in units of the short side, sigma, amplitude (N,))
     events: list[Event]
     info: dict
+
+    def at_frames(self, idx: np.ndarray) -> SequencePlan:
+        """The same sequence with only the planned frames ``idx`` (0-based, increasing): what
+        the camera records at those instants. Motion blur stays that of the full frame rate.
+        ``info["span"]`` records the planned length and the frames kept; events keep their
+        planned frame numbers."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.ndim != 1 or len(idx) < 2 or idx[0] < 0 or idx[-1] >= self.n_frames or np.any(np.diff(idx) <= 0):
+            raise EdgetrackError(f"frames {idx.tolist()}: expected at least 2 increasing frames of 0..{self.n_frames - 1}")
+
+        def layer(ly: Layer) -> Layer:
+            return replace(ly, center=ly.center[idx], size=ly.size[idx], angle=ly.angle[idx], active=ly.active[idx],
+                           blur=None if ly.blur is None else ly.blur[idx],
+                           blur_angle=None if ly.blur_angle is None else ly.blur_angle[idx])
+
+        info = {**self.info, "span": {"planned_frames": self.n_frames, "kept": [int(i) for i in idx]}}
+        return replace(self, n_frames=len(idx), camera=self.camera[idx], camera_blur=self.camera_blur[idx],
+                       camera_blur_angle=self.camera_blur_angle[idx], target=layer(self.target),
+                       distractors=[layer(d) for d in self.distractors], occluders=[layer(o) for o in self.occluders],
+                       gain=self.gain[idx], gamma=self.gamma[idx],
+                       lights=[(c[idx], sigma, a[idx]) for c, sigma, a in self.lights], info=info)
 
     def ground_truth(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, 4) x, y, w, h of the target's box clipped to the frame, and (N,) bool entirely out of the frame."""
@@ -1033,14 +1054,24 @@ def finish_meta(plan: SequencePlan, infos: list[FrameInfo]) -> tuple[np.ndarray,
 def generate_sequence(index: int, seed: int, split: str = "eval", size: tuple[int, int] = DEFAULT_SIZE,
                       n_frames: int | None = None, *, min_frames: int = DEFAULT_MIN_FRAMES,
                       max_frames: int = DEFAULT_MAX_FRAMES, challenges: Collection[str] | None = None,
-                      masks: bool = False, library: LibraryArg = None) -> Sequence:
+                      masks: bool = False, library: LibraryArg = None, keep: int | None = None) -> Sequence:
     """Sequence ``index`` rendered in memory: RGB uint8 frames, ground truth (N, 4) x, y, w, h,
     ``visible`` False where the target is absent, ``meta`` as ``meta.json`` holds it (with
     ``visible_fraction`` per frame); with ``masks`` also the target's alpha per frame (before
     occlusion). The train split also draws on the photo library when there is one
-    (``library``: see ``plan_sequence``)."""
+    (``library``: see ``plan_sequence``).
+
+    ``keep``: render only that many frames, evenly spaced over the planned sequence (its first
+    and last frame included; all of them when it has no more). A sequence planned over 300
+    frames then holds 300 frames' worth of change, of scale, aspect, rotation, pose and light,
+    in ``keep`` frames (``SequencePlan.at_frames``)."""
     plan = plan_sequence(index, seed, split, size, n_frames, min_frames=min_frames, max_frames=max_frames,
                          challenges=challenges, library=library)
+    if keep is not None:
+        if keep < 2:
+            raise EdgetrackError(f"keep {keep}: expected at least 2 frames")
+        if keep < plan.n_frames:
+            plan = plan.at_frames(np.round(np.linspace(0, plan.n_frames - 1, int(keep))).astype(np.int64))
     frames, infos = [], []
     for img, info in render_frames(plan, masks=masks):
         frames.append(img)
