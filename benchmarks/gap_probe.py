@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgetrack.datasets.readers import read_folder  # noqa: E402
-from edgetrack.evaluation.scoring import find_result_files, read_result_boxes  # noqa: E402
+from edgetrack.evaluation.results import find_result_files, read_result_boxes  # noqa: E402
 from edgetrack.metrics import rect_iou  # noqa: E402
 
 BANDS = (1, 10, 30, 60, 100, 150, 200, 300)

@@ -63,7 +63,7 @@ def default_manifest() -> dict:
     if sha256_file(weights) != manifest["sha256"]:
         raise EdgetrackError(f"default model {name}: {weights} does not match the sha256 in {name}.json")
     manifest["path"] = str(weights)
-    manifest["convert"] = {k: convert.get(k, d) for k, d in CONVERT_OPTIONS.items()}
+    manifest["convert"] = {k: convert.get(k, default) for k, default in CONVERT_OPTIONS.items()}
     return manifest
 
 

@@ -79,15 +79,14 @@ def sequences_from_spec(spec: str) -> list[Sequence]:
     return out
 
 
-def _generate_train(job: tuple) -> Sequence:
-    """One train-split sequence: (index, seed, size, n_frames[, span]). With a span above
-    n_frames the sequence is planned over span_lo..span frames (its own draw) and n_frames of
+def _generate_train(job: tuple[int, int, tuple[int, int], int, int]) -> Sequence:
+    """One train-split sequence: (index, seed, size, n_frames, span). With a span above
+    n_frames the sequence is planned over n_frames..span frames (its own draw) and n_frames of
     them are rendered, evenly spaced (``generate_sequence``'s ``keep``)."""
     from edgetrack.synth import generate_sequence
 
-    index, seed, size, n_frames, *rest = job
-    span = rest[0] if rest else 0
-    if span and span > n_frames:
+    index, seed, size, n_frames, span = job
+    if span > n_frames:
         return generate_sequence(index, seed, "train", size, min_frames=n_frames, max_frames=span, keep=n_frames)
     return generate_sequence(index, seed, "train", size, n_frames)
 
@@ -119,10 +118,10 @@ def _load_frames(made: list[tuple[Sequence, str]]) -> list[Sequence]:
     return out
 
 
-def _synth_jobs(n: int, seed: int, size: tuple[int, int], n_frames: int, span: int = 0) -> list[tuple]:
+def _synth_jobs(n: int, seed: int, size: tuple[int, int], n_frames: int,
+                span: int = 0) -> list[tuple[int, int, tuple[int, int], int, int]]:
     """The ``_generate_train`` jobs of sequences 1..n of one seed (``span``: see ``DataConfig``)."""
-    tail = (int(span),) if span else ()  # without a span: the jobs, and so the pixels, of before
-    return [(i, int(seed), (int(size[0]), int(size[1])), int(n_frames), *tail) for i in range(1, int(n) + 1)]
+    return [(i, int(seed), (int(size[0]), int(size[1])), int(n_frames), int(span)) for i in range(1, int(n) + 1)]
 
 
 _SYNTH_CACHE: dict[tuple, tuple[Sequence, ...]] = {}
