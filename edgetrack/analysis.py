@@ -4,6 +4,10 @@
 sequences and writes ``<out>/summary.md``, ``<out>/summary.json`` (strict JSON: NaN is null)
 and the success / precision / normalised-precision plots. Each folder is labelled by its name,
 made unique by :func:`unique_labels` (the rule ``edgetrack report`` uses for its bundles too).
+With two folders or more, every folder after the first is also compared with the first, sequence
+by sequence: its AUC difference with a 95% paired bootstrap interval over the sequences
+(:func:`edgetrack.metrics.paired_auc_difference`), so that a difference can be told from the
+luck of which sequences are in the set.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgetrack.errors import EdgetrackError
-from edgetrack.metrics import AbsentPolicy
+from edgetrack.metrics import AbsentPolicy, PairedDifference, paired_auc_difference
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +45,30 @@ class Analysis:
     sequences: list[str]  # the sequences scored
     left_out: list[str] = field(default_factory=list)  # missing from some folder (skip_missing)
     files: list[Path] = field(default_factory=list)  # summary.md, summary.json, the plots
+    differences: dict[str, PairedDifference] = field(default_factory=dict)  # label -> vs the first folder
 
     def markdown_table(self) -> str:
         from edgetrack.evaluation import markdown_table
 
         return markdown_table(self.summaries)
+
+    def differences_table(self) -> str:
+        """Each folder after the first against the first: ΔAUC, its interval, and how many
+        sequences went up or down (empty with one folder)."""
+        return differences_markdown(next(iter(self.summaries), ""), self.differences)
+
+
+def differences_markdown(reference: str, differences: dict[str, PairedDifference]) -> str:
+    if not differences:
+        return ""
+    conf = next(iter(differences.values())).confidence
+    lines = [f"AUC against `{reference}`, sequence by sequence ({conf:.0%} paired bootstrap interval over the "
+             "sequences; *clear*: the interval leaves out 0):", "",
+             f"| tracker | ΔAUC | {conf:.0%} interval | sequences up / down | clear |", "| --- | ---: | --- | --- | --- |"]
+    for label, d in differences.items():
+        lines.append(f"| {label} | {d.delta:+.4f} | [{d.low:+.4f}, {d.high:+.4f}] | {d.better} / {d.worse} of "
+                     f"{d.sequences} | {'yes' if d.clear else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def analyze_results(folders: Seq[Path], dataset: str, out: Path, names: Collection[str] | None = None,
@@ -88,15 +111,20 @@ def analyze_results(folders: Seq[Path], dataset: str, out: Path, names: Collecti
     labelled = dict(zip(unique_labels(folders), folders))
     sizes = {s.name: image_size(s) for s in seqs}
     summaries = {label: score_results(r, seqs, absent, sizes) for label, r in labelled.items()}
+    first = next(iter(summaries))
+    differences = {label: paired_auc_difference(summaries[first], s) for label, s in summaries.items() if label != first}
 
     out.mkdir(parents=True, exist_ok=True)
     md = (f"# Evaluation on `{dataset}`\n\n{len(seqs)} sequences; scores are fractions (AUC over IoU > "
           f"0, 0.05, ..., 1; P at 20 px; NP at 0.2; AO/SR without the first frame), absent frames: {absent}.\n\n"
           + markdown_table(summaries))
+    if differences:
+        md += "\n" + differences_markdown(first, differences)
     write_text_atomic(out / "summary.md", md)
     write_text_atomic(out / "summary.json", dumps_json(  # strict JSON: NaN -> null
         {"dataset": dataset, "absent": absent,
-         "trackers": {label: {"results": str(labelled[label]), **s.as_dict()} for label, s in summaries.items()}},
+         "trackers": {label: {"results": str(labelled[label]), **s.as_dict()} for label, s in summaries.items()},
+         "vs_first": {"reference": first, **{label: d.as_dict() for label, d in differences.items()}}},
         indent=1))
     files = [out / "summary.md", out / "summary.json", *plot_curves(summaries, out)]
-    return Analysis(dataset, absent, labelled, summaries, [s.name for s in seqs], sorted(gone), files)
+    return Analysis(dataset, absent, labelled, summaries, [s.name for s in seqs], sorted(gone), files, differences)

@@ -270,3 +270,62 @@ class Summary:
 def summarize(scores: list[SequenceScores]) -> Summary:
     """Overall curves and scores from per-sequence scores."""
     return Summary(list(scores))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """The AUC of one tracker minus a reference's, over the sequences both ran.
+
+    ``delta`` is the difference of the two overall AUCs (the mean of the per-sequence
+    differences). ``low``/``high`` are the bounds of a paired bootstrap interval over the
+    sequences: the sequences are drawn with replacement ``resamples`` times, the same draw for
+    both trackers, and the interval holds the middle ``confidence`` of the mean differences.
+    The interval is about which sequences happened to be in the set; it says nothing of other
+    kinds of sequences. ``better``/``worse``: sequences where this tracker's AUC is above /
+    below the reference's (by more than 1e-9)."""
+
+    delta: float
+    low: float
+    high: float
+    better: int
+    worse: int
+    sequences: int
+    confidence: float
+    resamples: int
+
+    @property
+    def clear(self) -> bool:
+        """Whether the interval leaves out 0 (the sign of ``delta`` is not down to the draw)."""
+        return self.low > 0 or self.high < 0
+
+    def as_dict(self) -> dict:
+        return {"delta_auc": self.delta, "low": self.low, "high": self.high, "confidence": self.confidence,
+                "resamples": self.resamples, "sequences": self.sequences, "better": self.better,
+                "worse": self.worse, "clear": self.clear}
+
+
+def paired_auc_difference(reference: Summary, other: Summary, confidence: float = 0.95, resamples: int = 10000,
+                          seed: int = 0) -> PairedDifference:
+    """``other``'s AUC minus ``reference``'s with a paired bootstrap interval (see
+    :class:`PairedDifference`). Both must hold the same sequences (by name); sequences with no
+    scored frame are left out, as the overall scores leave them out."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence {confidence}: expected a value between 0 and 1")
+    if resamples < 1:
+        raise ValueError(f"resamples {resamples}: expected at least 1")
+    ref = {s.name: s for s in reference.sequences if s.n_scored > 0}
+    oth = {s.name: s for s in other.sequences if s.n_scored > 0}
+    if set(ref) != set(oth):
+        only = sorted(set(ref) ^ set(oth))
+        raise ValueError(f"the two summaries score different sequences ({len(only)} in one only, "
+                         f"e.g. {only[0]}): compare them on the same sequences")
+    if not ref:
+        raise ValueError("no scored sequence to compare")
+    names = sorted(ref)
+    d = np.array([oth[n].auc - ref[n].auc for n in names])
+    draws = np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))
+    means = d[draws].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return PairedDifference(float(d.mean()), float(low), float(high), int((d > 1e-9).sum()), int((d < -1e-9).sum()),
+                            len(d), confidence, resamples)

@@ -37,7 +37,7 @@ from edgetrack.evaluation import (
     score_results,
 )
 from edgetrack.io import dumps_json, json_safe, write_bytes_atomic, write_text_atomic
-from edgetrack.metrics import rect_iou
+from edgetrack.metrics import paired_auc_difference, rect_iou
 from edgetrack.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,9 @@ class BundleRow:
     peak_pct: float | None = None  # search step's GMAC/s as % of the machine's peak of ``runs_as``
     reverted_layers: int | None = None  # accuracy control: search-step layers NNCF put back to float
     profile: dict | None = None  # edgetrack.peak.NodeProfile of the search step
+    # ΔAUC's 95% paired bootstrap interval over the sequences (edgetrack.metrics.paired_auc_difference)
+    delta_auc_interval: list[float] | None = None
+    sequences_up_down: list[int] | None = None  # sequences whose AUC is above / below the reference's
 
 
 @dataclass
@@ -100,7 +103,9 @@ class Report:
             "",
             f"Device {self.device} ({self.cpu}); latency = median of {self.iterations} timed calls "
             f"(`edgetrack bench` method). Reference: **{ref.label if ref else '-'}** (first bundle); "
-            "ΔAUC and speed-up (search step) are relative to it. Scores are fractions over "
+            "ΔAUC and speed-up (search step) are relative to it; the shipping table gives ΔAUC's 95% paired "
+            "bootstrap interval over the sequences (how much of it the choice of sequences could explain). "
+            "Scores are fractions over "
             f"{ref.sequences if ref else 0} sequences; box IoU vs ref is the mean IoU of each "
             "frame's box with the reference bundle's box.",
             "",
@@ -125,10 +130,10 @@ class Report:
 
     def shipping_table(self) -> tuple[list[str], list[list[str]]]:
         """The table a person reads before shipping: one row per bundle."""
-        head = ["variant", "bundle", "AUC", "P@20", "ΔAUC vs ref", "box IoU vs ref", "track() FPS",
-                "search p50 ms", "search p90 ms", "bundle MB", "GMAC/s", "% of peak"]
+        head = ["variant", "bundle", "AUC", "P@20", "ΔAUC vs ref", "ΔAUC 95% interval", "box IoU vs ref",
+                "track() FPS", "search p50 ms", "search p90 ms", "bundle MB", "GMAC/s", "% of peak"]
         rows = [[r.variant, r.label, _f(r.auc, 4), _f(r.precision_20, 4), _f(r.delta_auc, 4, signed=True),
-                 _f(r.box_iou_vs_ref, 4), _f(r.tracker_fps, 1), _f(r.search_ms, 2), _f(r.search_p90_ms, 2),
+                 _interval(r), _f(r.box_iou_vs_ref, 4), _f(r.tracker_fps, 1), _f(r.search_ms, 2), _f(r.search_p90_ms, 2),
                  _f(r.bundle_mb, 1), _f(r.search_gmac_per_s, 1),
                  "-" if r.peak_pct is None else f"{r.peak_pct:.0f}% of {r.runs_as}"] for r in self.rows]
         return head, rows
@@ -256,6 +261,13 @@ def plot_png(rows: Seq[BundleRow], title: str) -> bytes | None:
     return buf.getvalue()
 
 
+def _interval(r: BundleRow) -> str:
+    if not r.delta_auc_interval:
+        return "-"
+    lo, hi = r.delta_auc_interval
+    return f"[{lo:+.4f}, {hi:+.4f}]"
+
+
 def _f(v: float | None, digits: int, signed: bool = False) -> str:
     if v is None or not math.isfinite(v):
         return "-"
@@ -355,7 +367,7 @@ def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, dev
     sizes: dict = {}
     ref_dir: Path | None = None
     ref_search: float | None = None
-    ref_auc = float("nan")
+    ref_summary = None
     for i, (bundle, label) in enumerate(zip(bundles, labels)):
         results_dir = out_dir / "results" / label
         check_results_source(results_dir, bundle, device)
@@ -390,13 +402,14 @@ def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, dev
         ac = bundle.meta.get("provenance", {}).get("quantization", {}).get("accuracy_control")
         search_ms = _latency(bench, "split")
         if i == 0:
-            ref_dir, ref_search, ref_auc = results_dir, search_ms, summary.auc
-        assert ref_dir is not None
+            ref_dir, ref_search, ref_summary = results_dir, search_ms, summary
+        assert ref_dir is not None and ref_summary is not None
+        diff = paired_auc_difference(ref_summary, summary)
         row = BundleRow(
             label=label, path=str(bundle.path), arch=bundle.arch, precision=bundle.precision,
             results=str(results_dir), sequences=len(summary.sequences), auc=summary.auc,
             precision_20=summary.precision, norm_precision_02=summary.norm_precision,
-            delta_auc=summary.auc - ref_auc,
+            delta_auc=summary.auc - ref_summary.auc,
             box_iou_vs_ref=box_agreement(ref_dir, results_dir, seqs),
             template_ms=_latency(bench, "template"), search_ms=search_ms, monolithic_ms=_latency(bench, "monolithic"),
             speedup=(ref_search / search_ms) if ref_search and search_ms else None,
@@ -404,7 +417,8 @@ def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, dev
             runs_as=split.runs_as if split else None, search_p90_ms=_latency(bench, "split", "p90"),
             bundle_mb=round(bundle_megabytes(bundle), 2), search_gmac=split.gmac if split else None,
             search_gmac_per_s=split.gmac_per_s if split else None, peak_pct=split.peak_pct if split else None,
-            reverted_layers=len(ac["search_reverted_layers"]) if ac else None, profile=prof)
+            reverted_layers=len(ac["search_reverted_layers"]) if ac else None, profile=prof,
+            delta_auc_interval=[diff.low, diff.high], sequences_up_down=[diff.better, diff.worse])
         report.rows.append(row)
         if record:
             record_measurements(bundle, row, dataset, device, cpu, iterations, report.created)

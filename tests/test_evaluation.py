@@ -186,6 +186,14 @@ def test_analyze_results_labels_folders_like_report(square_ds: Path, tmp_path: P
     assert {f.name for f in res.files} == {"summary.md", "summary.json", "success_plot.png", "precision_plot.png",
                                            "norm_precision_plot.png"}
     assert all(f.is_file() for f in res.files)
+    # the second folder against the first, sequence by sequence: worse on both sequences
+    d = res.differences["run-2"]
+    assert list(res.differences) == ["run-2"]
+    assert d.delta == pytest.approx(res.summaries["run-2"].auc - res.summaries["run"].auc)
+    assert (d.better, d.worse, d.sequences) == (0, 2, 2) and d.high < 0 and d.clear
+    vs = json.loads((tmp_path / "out" / "summary.json").read_text())["vs_first"]
+    assert vs["reference"] == "run" and vs["run-2"]["delta_auc"] == pytest.approx(d.delta)
+    assert "| run-2 | " in res.differences_table() and "AUC against `run`" in (tmp_path / "out" / "summary.md").read_text()
 
 
 def _mtimes(res: Path) -> dict[str, int]:

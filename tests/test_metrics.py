@@ -276,3 +276,50 @@ def test_ao_sr_match_got10k_experiment_on_a_got10k_layout(tmp_path: Path) -> Non
     assert summary.sr(0.75) == pytest.approx(np.mean(ious > 0.75), abs=TOL)
     assert summary.fps == pytest.approx(50.0)
     json.dumps(summary.as_dict())  # serialisable
+
+
+def _summary(aucs: dict[str, float]) -> metrics.Summary:
+    """A summary whose sequences have the given AUCs (flat success curves)."""
+    return summarize([metrics.SequenceScores(name, 10, 10, np.full(21, a), np.zeros(51), np.zeros(51), np.zeros(0))
+                      for name, a in aucs.items()])
+
+
+def test_paired_auc_difference_interval_matches_the_normal_theory() -> None:
+    """40 per-sequence differences with mean ~0.01 and sd 0.05: the delta is the difference of the
+    overall AUCs, and the 95% bootstrap interval is about mean +- 1.96 sd / sqrt(n) wide."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.3, 0.8, 40)
+    d = rng.normal(0.01, 0.05, 40)
+    ref = _summary({f"s{i}": b for i, b in enumerate(base)})
+    oth = _summary({f"s{i}": b + x for i, (b, x) in enumerate(zip(base, d))})
+    r = metrics.paired_auc_difference(ref, oth)
+    assert r.delta == pytest.approx(oth.auc - ref.auc, abs=1e-12) == pytest.approx(d.mean(), abs=1e-12)
+    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d))
+    assert (r.high - r.low) / 2 == pytest.approx(half, rel=0.15)
+    assert r.low < r.delta < r.high
+    assert (r.better, r.worse, r.sequences) == ((d > 0).sum(), (d < 0).sum(), 40)
+    assert r.clear == (r.low > 0 or r.high < 0)
+    # another seed draws other resamples, not another answer
+    again = metrics.paired_auc_difference(ref, oth, seed=1)
+    assert again.delta == r.delta and abs(again.low - r.low) < 0.003
+
+
+def test_paired_auc_difference_clear_and_unclear() -> None:
+    ref = _summary({"a": 0.5, "b": 0.6, "c": 0.4, "d": 0.7})
+    up = metrics.paired_auc_difference(ref, _summary({"a": 0.55, "b": 0.62, "c": 0.47, "d": 0.71}))
+    assert up.clear and up.low > 0 and up.better == 4 and up.worse == 0
+    same = metrics.paired_auc_difference(ref, ref)
+    assert (same.delta, same.low, same.high, same.better, same.worse) == (0, 0, 0, 0, 0) and not same.clear
+    mixed = metrics.paired_auc_difference(ref, _summary({"a": 0.6, "b": 0.5, "c": 0.5, "d": 0.6}))
+    assert mixed.low < 0 < mixed.high and not mixed.clear and (mixed.better, mixed.worse) == (2, 2)
+    # sequences with no scored frame are left out of both, as the overall scores leave them out
+    empty = metrics.SequenceScores("e", 5, 0, np.full(21, np.nan), np.zeros(51), np.zeros(51), np.zeros(0))
+    r = metrics.paired_auc_difference(summarize(ref.sequences + [empty]), summarize(ref.sequences + [empty]))
+    assert r.sequences == 4
+
+
+def test_paired_auc_difference_needs_the_same_sequences() -> None:
+    with pytest.raises(ValueError, match=r"different sequences \(1 in one only, e.g. c\)"):
+        metrics.paired_auc_difference(_summary({"a": 0.5, "b": 0.6}), _summary({"a": 0.5, "b": 0.6, "c": 0.1}))
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.paired_auc_difference(_summary({"a": 0.5}), _summary({"a": 0.5}), confidence=1.0)

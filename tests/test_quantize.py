@@ -340,6 +340,8 @@ def test_report_rows_match_metrics_and_are_recorded(tiny_bundle, int8_bundle, sy
         assert r["auc"] == pytest.approx(s.auc) and r["precision_20"] == pytest.approx(s.precision)
         assert r["norm_precision_02"] == pytest.approx(s.norm_precision) and r["sequences"] == 2
         assert r["delta_auc"] == pytest.approx(s.auc - rows["tiny-fp32"]["auc"])
+        lo, hi = r["delta_auc_interval"]
+        assert lo <= r["delta_auc"] + 1e-12 and hi >= r["delta_auc"] - 1e-12 and sum(r["sequences_up_down"]) <= 2
         ious = np.concatenate([rect_iou(read_result_boxes(result_paths(out / "results" / "tiny-fp32", q.name)[0])[1:],
                                         read_result_boxes(result_paths(res, q.name)[0])[1:]) for q in seqs])
         assert r["box_iou_vs_ref"] == pytest.approx(float(ious.mean()))
@@ -350,6 +352,7 @@ def test_report_rows_match_metrics_and_are_recorded(tiny_bundle, int8_bundle, sy
         assert m["accuracy"][synth_eval]["auc"] == pytest.approx(r["auc"])
         assert m["latency"]["CPU"]["search_ms"] == r["search_ms"]
     assert rows["tiny-fp32"]["box_iou_vs_ref"] == pytest.approx(1.0) and rows["tiny-fp32"]["delta_auc"] == 0.0
+    assert rows["tiny-fp32"]["delta_auc_interval"] == [0.0, 0.0] and rows["tiny-fp32"]["sequences_up_down"] == [0, 0]
     md = (out / "report.md").read_text()
     table = [ln for ln in md.splitlines() if ln.startswith("| tiny-")]
     assert len(table) == 2 and table[0].startswith("| tiny-fp32 | fp32 |") and table[1].startswith("| tiny-int8 | int8 |")
@@ -499,7 +502,7 @@ def test_report_html_holds_the_table_and_the_plot(tiny_bundle, int8_bundle, synt
     table = re.search(r'<table id="shipping">(.*?)</table>', html, re.S).group(1)
     rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)
     assert len(rows) == 3  # head + FP32 + INT8
-    for col in ("AUC", "P@20", "ΔAUC vs ref", "box IoU vs ref", "track() FPS", "search p50 ms", "search p90 ms",
+    for col in ("AUC", "P@20", "ΔAUC vs ref", "ΔAUC 95% interval", "box IoU vs ref", "track() FPS", "search p50 ms", "search p90 ms",
                 "bundle MB", "% of peak"):
         assert f"<th>{col}</th>" in rows[0], col
     assert "<td>FP32</td>" in rows[1] and "<td>INT8</td>" in rows[2]

@@ -44,5 +44,9 @@ $E convert "$RUN/final.pth" -o "$WORK/new" $VIEWS
       $E eval --model "$b" --dataset "folder:$DATA" --results "$WORK/r-$(basename "$b")-$loop" --workers 1 "${extra[@]}" \
         2>&1 | grep "│ [a-z]" | sed "s/^/re-detection $loop: /"
     done
+    # sequence by sequence: the candidate's AUC minus the default's, with its 95% paired bootstrap
+    # interval over the 50 sequences (a difference inside the interval's reach is the draw's)
+    $E analyze "$WORK/r-$(basename "$DEFAULT")-$loop" "$WORK/r-new-$loop" --dataset "folder:$DATA" \
+      --out "$WORK/an-$loop" | sed -n '/^| r-new/p' | tail -1 | sed "s/^/re-detection $loop, against the default: /"
   done
 } | tee "$RUN/after_lease.txt"

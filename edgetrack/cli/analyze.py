@@ -19,7 +19,7 @@ def analyze_cmd(
 ) -> None:
     """Compare result folders: a Markdown table (AUC, P@20, NP@0.2, AO, SR0.5, SR0.75, FPS) and success/precision plots.
 
-    Scores are fractions; AUC/precision follow the got10k toolkit (OTB/LaSOT experiments), AO/SR its GOT-10k experiment. Writes <out>/summary.md, summary.json, success_plot.png, precision_plot.png and norm_precision_plot.png.
+    Scores are fractions; AUC/precision follow the got10k toolkit (OTB/LaSOT experiments), AO/SR its GOT-10k experiment. With several folders, each after the first is compared with the first sequence by sequence: its AUC difference with a 95% paired bootstrap interval over the sequences. Writes <out>/summary.md, summary.json, success_plot.png, precision_plot.png and norm_precision_plot.png.
 
     Example:
 
@@ -34,6 +34,8 @@ def analyze_cmd(
         typer.echo(f"{len(res.left_out)} sequence(s) missing from some folder, left out: "
                    f"scoring {len(res.sequences)}")
     typer.echo(res.markdown_table())
+    if res.differences:
+        typer.echo(res.differences_table())
     typer.echo("wrote " + ", ".join(str(f) if k < 2 else f.name for k, f in enumerate(res.files)))
 
 
