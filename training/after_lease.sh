@@ -2,7 +2,9 @@
 # After a GPU lease (training/gpu_lease.sh), on the CPU: the score head for the lease's best
 # checkpoint, its FP32 bundle, and the decision table against the current default model on the
 # recorded synthetic eval split (50 sequences, seed 0, drawn with AVX2 kernels), both with
-# re-detection (the default) and with the reference loop. Ship only if it is better there; then
+# re-detection (the default) and with the reference loop, then on 60 sequences of the second
+# generator (benchmarks/shift_set.py, the proxy for issue 9's held-out sequences), each with the
+# candidate's AUC difference and its 95% paired bootstrap interval. Ship only if it is better there; then
 # release it (python -m training.release, see training/README.md) and point models/default.json
 # at it.
 #
@@ -17,6 +19,7 @@ PY=${PY:-.venv/bin/python}
 E="$PY -m edgetrack.cli"
 DATA=${DATA:-/work/data/synth_eval_avx2}
 WORK=${WORK:-/tmp/after_lease}
+SHIFT=${SHIFT:-/work/data/shift60}
 BEST=$RUN/stage1b.best.pth
 [ -e "$BEST" ] || BEST=$RUN/stage1.best.pth
 [ -e "$BEST" ] || { echo "no stage1b.best.pth or stage1.best.pth in $RUN" >&2; exit 2; }
@@ -28,11 +31,12 @@ if [ ! -e "$DATA/list.txt" ]; then
   NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" \
     $E synth --out "$DATA" --sequences 50 --seed 0 --split eval
 fi
+[ -e "$SHIFT/list.txt" ] || $PY benchmarks/shift_set.py --out "$SHIFT" --sequences 60 --seed 0
 echo "== score head for $BEST"
 $E train score --init "$BEST" --synth 200 --steps 500 --batch-size 32 --threads 2 --workers 2 --lr 5e-4 \
   --lr-schedule cosine --warmup-steps 25 --grad-clip 1 --search-jitter 3.0 --out "$RUN/final.pth" > "$RUN/score.log" 2>&1
 DEFAULT=$($PY -m edgetrack.default_model | sed -n 's/^default model bundle: //p')
-rm -rf "$WORK/new" "$WORK"/r-*
+rm -rf "$WORK/new" "$WORK"/r-* "$WORK"/s-*
 # the candidate is converted with the default's conversion options (models/default.json "convert")
 VIEWS=$($PY -m edgetrack.default_model --convert-args)
 $E convert "$RUN/final.pth" -o "$WORK/new" $VIEWS
@@ -49,4 +53,11 @@ $E convert "$RUN/final.pth" -o "$WORK/new" $VIEWS
     $E analyze "$WORK/r-$(basename "$DEFAULT")-$loop" "$WORK/r-new-$loop" --dataset "folder:$DATA" \
       --out "$WORK/an-$loop" | sed -n '/^| r-new/p' | tail -1 | sed "s/^/re-detection $loop, against the default: /"
   done
+  # the second generator, as shipped (re-detection on)
+  for b in "$DEFAULT" "$WORK/new"; do
+    $E eval --model "$b" --dataset "folder:$SHIFT" --results "$WORK/s-$(basename "$b")" --workers 1 \
+      2>&1 | grep "│ [a-z]" | sed "s/^/second generator: /"
+  done
+  $E analyze "$WORK/s-$(basename "$DEFAULT")" "$WORK/s-new" --dataset "folder:$SHIFT" --out "$WORK/an-shift" \
+    | sed -n '/^| s-new/p' | tail -1 | sed "s/^/second generator, against the default: /"
 } | tee "$RUN/after_lease.txt"
