@@ -112,7 +112,11 @@ def analyze_results(folders: Seq[Path], dataset: str, out: Path, names: Collecti
     sizes = {s.name: image_size(s) for s in seqs}
     summaries = {label: score_results(r, seqs, absent, sizes) for label, r in labelled.items()}
     first = next(iter(summaries))
-    differences = {label: paired_auc_difference(summaries[first], s) for label, s in summaries.items() if label != first}
+    try:
+        differences = {label: paired_auc_difference(summaries[first], s)
+                       for label, s in summaries.items() if label != first}
+    except ValueError as e:  # no sequence with a scored frame
+        raise EdgetrackError(f"dataset {dataset}: {e}") from None
 
     out.mkdir(parents=True, exist_ok=True)
     md = (f"# Evaluation on `{dataset}`\n\n{len(seqs)} sequences; scores are fractions (AUC over IoU > "
