@@ -4,6 +4,7 @@ tracker (Tracker.track, the pipeline in both modes, MultiTracker, batched valida
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -149,9 +150,11 @@ def test_pipeline_and_multitracker_redetect_like_the_tracker(default_model_bundl
 
 def test_batched_validation_redetects_like_the_tracker(clip):
     """training.validate.track_batched puts a lost sequence's windows into the frame's batch:
-    its boxes are those of a Tracker over a TorchEngine (the default model's checkpoint), jump
-    included, with a sequence that is never lost beside it."""
-    from edgetrack.default_model import default_manifest
+    its boxes are those of a Tracker over a TorchEngine, jump included, with a sequence that is
+    never lost beside it. The model is v5's checkpoint, pinned: the torch engine runs the plain
+    model (one view), and v6's plain score head reads 0.6-0.8 on this clip's background after the
+    target leaves, so it stops searching (the shipped v6 bundle, with its zoom view, finds the
+    target again: the tests above)."""
     from edgetrack.evaluation import track_sequence
     from training.checkpoint import load_model
     from training.engine import TorchEngine
@@ -160,7 +163,7 @@ def test_batched_validation_redetects_like_the_tracker(clip):
     frames, gt = clip
     lost = Sequence("teleport", frames, gt)
     calm = Sequence("calm", frames[:GONE], gt[:GONE])
-    model, _ = load_model(default_manifest()["path"])
+    model, _ = load_model(Path(__file__).resolve().parents[1] / "models" / "mixformerv2-mini-v5.pth")
     got = track_batched(model.eval(), [lost, calm])
     for seq, boxes in zip((lost, calm), got):
         tracker = Tracker(TorchEngine(model))
