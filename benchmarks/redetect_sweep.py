@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     seqs = read_folder(a.dataset)
     for spec in a.settings:
         try:
-            lost, jump, windows = float(spec.split(":")[0]), float(spec.split(":")[1]), int(spec.split(":")[2])
-        except (ValueError, IndexError):
+            lost_s, jump_s, windows_s = spec.split(":")
+            lost, jump, windows = float(lost_s), float(jump_s), int(windows_s)
+        except ValueError:
             ap.error(f"setting {spec!r}: expected LOST:JUMP:WINDOWS, e.g. 0.3:0.7:2")
         tracker.LOST_SCORE, tracker.REDETECT_SCORE = lost, jump
         t = tracker.Tracker(a.model, inference_precision="f32", redetect=windows)

@@ -409,7 +409,7 @@ def build_report(models: Seq[str | Path], dataset: str, out_dir: str | Path, dev
             label=label, path=str(bundle.path), arch=bundle.arch, precision=bundle.precision,
             results=str(results_dir), sequences=len(summary.sequences), auc=summary.auc,
             precision_20=summary.precision, norm_precision_02=summary.norm_precision,
-            delta_auc=summary.auc - ref_summary.auc,
+            delta_auc=diff.delta,
             box_iou_vs_ref=box_agreement(ref_dir, results_dir, seqs),
             template_ms=_latency(bench, "template"), search_ms=search_ms, monolithic_ms=_latency(bench, "monolithic"),
             speedup=(ref_search / search_ms) if ref_search and search_ms else None,
