@@ -153,8 +153,8 @@ def test_batched_validation_redetects_like_the_tracker(clip):
     its boxes are those of a Tracker over a TorchEngine, jump included, with a sequence that is
     never lost beside it. The model is v5's checkpoint, pinned: the torch engine runs the plain
     model (one view), and v6's plain score head reads 0.6-0.8 on this clip's background after the
-    target leaves, so it stops searching (the shipped v6 bundle, with its zoom view, finds the
-    target again: the tests above)."""
+    target leaves, so it stops searching (the shipped bundles, v6 and v7 with the zoom view, find
+    the target again: the tests above)."""
     from edgetrack.evaluation import track_sequence
     from training.checkpoint import load_model
     from training.engine import TorchEngine
