@@ -11,7 +11,14 @@
 # 30-40 s under it). On the warm machine the script takes the first call's best from /tmp/run by
 # itself; on a cold one, carry it:
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
-#   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v6b.json
+#   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v7b.json
+# The device tool copies the tracked files and the carry, 64 MiB at most, and models/ keeps every
+# released checkpoint (46 MB with v8): for the lease, move the ones the recipe does not name aside
+# (stop 26's first call was refused before that), and back after it:
+#   mkdir -p /tmp/models-aside && for f in models/*.pth; do grep -q "$f" RECIPE || mv "$f" /tmp/models-aside/; done
+#   ...the calls...;  mv /tmp/models-aside/*.pth models/ && git status --short models/
+# Carry the first call's best for a second call every time: the machine goes back 30 s after a
+# call, and in stop 26 copying the results took longer, so the second call found a cold machine.
 # Back here:               copy the calls' files to runs/gpuN/ (from a call killed before its stage
 #                           ended, the best so far is $OUT/live/*.best.pth), then on the CPU the score
 #                           head and the eval against the default model, and release only if better:
@@ -22,7 +29,7 @@
 # stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of
 # sequences a stage: --device-crops off --synth-refresh 0), so a lease is not lost to a new path.
 set -uo pipefail
-RECIPE=${1:-training/recipes/default-mini-gpu-v6.json}
+RECIPE=${1:-training/recipes/default-mini-gpu-v7.json}
 OUT=${OUT:-/tmp/lease-out}
 mkdir -p "$OUT"
 export EDGETRACK_CACHE=${EDGETRACK_CACHE:-$PWD/.carry/cache}
@@ -48,7 +55,10 @@ if grep -q '"init": "\.carry/lease/stage1\.best\.pth"' "$RECIPE" && [ ! -e .carr
   if [ -e /tmp/run/stage1.best.pth ]; then
     mkdir -p .carry/lease && cp /tmp/run/stage1.best.pth .carry/lease/ && echo "second call: starts from /tmp/run/stage1.best.pth of the call before" >> "$OUT/campaign.log"
   else
-    echo "second call: no .carry/lease/stage1.best.pth and no /tmp/run/stage1.best.pth (a cold machine): carry the first call's best" >> "$OUT/campaign.log"
+    # nothing to start from: stop here (before stop 26 it went on into the campaign, which failed,
+    # and then into the fallback below, which failed the same way and cost the call)
+    echo "second call: no .carry/lease/stage1.best.pth and no /tmp/run/stage1.best.pth (a cold machine): carry the first call's best" | tee -a "$OUT/campaign.log" >&2
+    exit 2
   fi
 fi
 ( while sleep 5; do
