@@ -8,8 +8,8 @@
 #                           timeout_s 595; the machine started in about 35 s on 2026-11-26)
 # A second call, if the lease has 6 minutes left (the machine stays warm 30 s: be quick; a cold start
 # costs about a minute, and the call's limit_s shrinks to the device time left: keep CAMPAIGN_LIMIT
-# 30-40 s under it). On the warm machine the script takes the first call's best from /tmp/run by
-# itself; on a cold one, carry it:
+# 30-40 s under it). Carry the first call's best every time: the script takes it from /tmp/run
+# only while the machine is warm, and in stop 26 copying the results took longer than 30 s:
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
 #   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v7b.json
 # The device tool copies the tracked files and the carry, 64 MiB at most, and models/ keeps every
@@ -17,8 +17,6 @@
 # (stop 26's first call was refused before that), and back after it:
 #   mkdir -p /tmp/models-aside && for f in models/*.pth; do grep -q "$f" RECIPE || mv "$f" /tmp/models-aside/; done
 #   ...the calls...;  mv /tmp/models-aside/*.pth models/ && git status --short models/
-# Carry the first call's best for a second call every time: the machine goes back 30 s after a
-# call, and in stop 26 copying the results took longer, so the second call found a cold machine.
 # Back here:               copy the calls' files to runs/gpuN/ (from a call killed before its stage
 #                           ended, the best so far is $OUT/live/*.best.pth), then on the CPU the score
 #                           head and the eval against the default model, and release only if better:
