@@ -46,10 +46,12 @@ def plot(histories: dict[str, list[dict]], out: Path, title: str = "") -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13.5, 4.4))
     colors = plt.get_cmap("tab20").colors  # one colour a stage in both panels (10 repeat too soon)
     k = 0
+    top = 0.0
     for label, hist in histories.items():
         for stage, s in series(hist).items():
             name = f"{label}: {stage}" if len(histories) > 1 else stage
@@ -60,18 +62,27 @@ def plot(histories: dict[str, list[dict]], out: Path, title: str = "") -> Path:
                 a1.plot(x, y, label=name, color=c)
             if s["val_auc"]:
                 x, y = zip(*s["val_auc"])
-                a2.plot(x, y, marker="o", label=name, color=c)
+                a2.plot(x, y, marker="o", color=c)
+                top = max(top, *y)
             if s.get("val_auc_average"):
                 x, y = zip(*s["val_auc_average"])
-                a2.plot(x, y, marker="s", linestyle="--", label=f"{name} (weight average)", color=c)
+                a2.plot(x, y, marker="s", linestyle="--", color=c)
+                top = max(top, *y)
     a1.set(xlabel="samples seen", ylabel="training IoU (batch mean)", title="training IoU")
-    a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (seed-1 eval split; 12, 24, then 48 seq.)", ylim=(0, 1))
+    a2.set(xlabel="samples seen", ylabel="success AUC", title="validation: tracker AUC (seed-1 eval split; 12, 24, then 48 seq.)",
+           ylim=(0, min(1.0, top + 0.1) if top else 1.0))
     for a in (a1, a2):
         a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+    # one legend for the stages (same colours in both panels), beside the plots so it hides no point,
+    # and one in the validation panel for what the markers mean
+    a2.legend(handles=[Line2D([], [], color="grey", marker="o", label="raw weights"),
+                       Line2D([], [], color="grey", marker="s", linestyle="--", label="weight average")],
+              fontsize=8, loc="lower right")
+    fig.legend(*a1.get_legend_handles_labels(), fontsize=8, loc="center left", bbox_to_anchor=(0.0, 0.5),
+               frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.13, 0, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

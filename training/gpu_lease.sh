@@ -11,7 +11,7 @@
 # 30-40 s under it). Carry the first call's best every time: the script takes it from /tmp/run
 # only while the machine is warm, and in stop 26 copying the results took longer than 30 s:
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
-#   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v7b.json
+#   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v8b.json
 # The device tool copies the tracked files and the carry, 64 MiB at most, and models/ keeps every
 # released checkpoint (46 MB with v8): for the lease, move the ones the recipe does not name aside
 # (stop 26's first call was refused before that), and back after it:
@@ -27,7 +27,7 @@
 # stage ends, it is run once more the way the v2 lease ran (crops made by 14 workers, one set of
 # sequences a stage: --device-crops off --synth-refresh 0), so a lease is not lost to a new path.
 set -uo pipefail
-RECIPE=${1:-training/recipes/default-mini-gpu-v7.json}
+RECIPE=${1:-training/recipes/default-mini-gpu-v8.json}
 OUT=${OUT:-/tmp/lease-out}
 mkdir -p "$OUT"
 export EDGETRACK_CACHE=${EDGETRACK_CACHE:-$PWD/.carry/cache}
