@@ -120,3 +120,33 @@ def test_default_json_conversion_options(built, tmp_path, monkeypatch):
         (tmp_path / "default.json").write_text(json.dumps({"model": pointer["model"], "convert": bad}))
         with pytest.raises(EdgetrackError, match="convert"):
             default_manifest()
+
+
+def test_eval_without_model_scores_the_default(built, tmp_path):
+    """`edgetrack eval` with neither --model nor --tracker runs the default model's bundle: the
+    results folder records that bundle, and its boxes are those of Tracker() on the same frames."""
+    from edgetrack.tracker import Tracker
+    from tests.conftest import moving_square_frames
+
+    frames, boxes = moving_square_frames(12)
+    seq = tmp_path / "ds" / "sq0"
+    (seq / "img").mkdir(parents=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(seq / "img" / f"{i + 1:08d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
+    np.savetxt(seq / "groundtruth.txt", boxes, fmt="%d", delimiter=",")
+    exe = Path(sys.executable).with_name("edgetrack")
+    env = {**__import__("os").environ, "EDGETRACK_CACHE": str(built.parents[1])}
+    res = tmp_path / "res"
+    r = subprocess.run([str(exe), "eval", "--dataset", f"folder:{tmp_path / 'ds'}", "--results", str(res)],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "AUC" in r.stdout
+    recorded = json.loads((res / "tracker.json").read_text())
+    assert recorded["kind"] == "model" and Path(recorded["bundle"]) == Path(built).resolve()
+    got = np.loadtxt(res / "sq0.txt", delimiter=",")
+    # the reference: Tracker() on the frames as the dataset stores them (JPEG-decoded)
+    read = [cv2.cvtColor(cv2.imread(str(seq / "img" / f"{i + 1:08d}.jpg")), cv2.COLOR_BGR2RGB) for i in range(len(frames))]
+    tracker = Tracker(built)
+    tracker.init(read[0], tuple(boxes[0]))
+    want = [tuple(boxes[0])] + [tracker.track(f)[0] for f in read[1:]]
+    np.testing.assert_allclose(got, np.asarray(want), atol=1e-3)

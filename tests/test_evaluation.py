@@ -289,7 +289,7 @@ def test_cli_user_errors_and_help(square_ds: Path, tmp_path: Path) -> None:
                            "--dataset", f"folder:{square_ds}", "--results", str(tmp_path / "r")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "error: give exactly one of --model DIR or --tracker csrt|kcf|mil"
+    assert proc.stderr.strip() == "error: give --model DIR or --tracker csrt|kcf|mil, not both (neither: the default model)"
     with pytest.raises(EdgetrackError, match="--tracker 'goturn'"):
         run_cli("eval", "-t", "goturn", "-d", f"folder:{square_ds}", "-r", str(tmp_path / "r"))
     with pytest.raises(EdgetrackError, match="no sequence named nope"):

@@ -33,7 +33,7 @@ def _print_table(summaries: dict, title: str) -> None:
 def eval_cmd(
     dataset: str = dataset_option(),
     results: Path = typer.Option(..., "--results", "-r", help="Result folder (pytracking layout), created if needed."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle folder to evaluate."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle folder to evaluate; default (no --model or --tracker): the bundled default model (models/default.json)."),
     tracker: Optional[str] = typer.Option(None, "--tracker", "-t", help="OpenCV peer instead of a model: csrt, kcf or mil."),
     workers: int = typer.Option(1, "--workers", "-j", help="Sequences run in parallel processes (use 1 for FPS figures)."),
     sequences: Optional[str] = typer.Option(None, "--sequences", help="Only these sequences, comma separated."),
@@ -46,9 +46,11 @@ def eval_cmd(
 ) -> None:
     """Run a tracker over a dataset, write pytracking-layout results, print a summary.
 
-    Each sequence starts from its first ground-truth box. Finished sequences (both result files complete) are skipped, so an interrupted run resumes where it stopped. A results folder belongs to the tracker that started it (<results>/tracker.json: bundle hash, device, update interval, precision, re-detection): another tracker is refused unless --overwrite. Writes <results>/<seq>.txt (x,y,w,h per frame) and <results>/<seq>_time.txt (seconds per frame).
+    Without --model or --tracker it evaluates the bundled default model (models/default.json), built on first use like `edgetrack run` does. Each sequence starts from its first ground-truth box. Finished sequences (both result files complete) are skipped, so an interrupted run resumes where it stopped. A results folder belongs to the tracker that started it (<results>/tracker.json: bundle hash, device, update interval, precision, re-detection): another tracker is refused unless --overwrite. Writes <results>/<seq>.txt (x,y,w,h per frame) and <results>/<seq>_time.txt (seconds per frame).
 
     Example:
+
+        edgetrack eval --dataset folder:/tmp/synth_eval --results results/default
 
         edgetrack eval --tracker kcf --dataset folder:/tmp/synth_eval --results results/kcf --workers 2
 
@@ -59,8 +61,8 @@ def eval_cmd(
     from edgetrack.datasets import load_dataset
     from edgetrack.evaluation import TrackerSpec, run_eval, score_results, scorable
 
-    if (model is None) == (tracker is None):
-        raise EdgetrackError("give exactly one of --model DIR or --tracker csrt|kcf|mil")
+    if model is not None and tracker is not None:
+        raise EdgetrackError("give --model DIR or --tracker csrt|kcf|mil, not both (neither: the default model)")
     if workers < 1:
         raise EdgetrackError(f"--workers {workers}: expected 1 or more")
     check_absent(absent)
@@ -73,7 +75,11 @@ def eval_cmd(
             raise EdgetrackError("--update-interval, --search-factor and --redetect are for --model (a MixFormerV2 bundle)")
         spec = TrackerSpec("peer", tracker.lower(), device)
     else:
-        assert model is not None
+        if model is None:  # the bundled default model, as for `edgetrack run` and Tracker()
+            from edgetrack.default_model import default_bundle
+
+            model = default_bundle()
+            log.info("no --model: evaluating the default model's bundle %s", model)
         if not model.is_dir():
             raise EdgetrackError(f"--model {model}: model bundle folder not found")
         from edgetrack.tracker import check_search_factor
