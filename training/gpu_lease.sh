@@ -13,7 +13,7 @@
 #   mkdir -p .carry/lease && cp $OUT/stage1.best.pth .carry/lease/
 #   CAMPAIGN_LIMIT=<limit_s - 30> bash training/gpu_lease.sh training/recipes/default-mini-gpu-v8b.json
 # The device tool copies the tracked files and the carry, 64 MiB at most, and models/ keeps every
-# released checkpoint (46 MB with v8): for the lease, move the ones the recipe does not name aside
+# released checkpoint (50 MB with v9): for the lease, move the ones the recipe does not name aside
 # (stop 26's first call was refused before that), and back after it:
 #   mkdir -p /tmp/models-aside && for f in models/*.pth; do grep -q "$f" RECIPE || mv "$f" /tmp/models-aside/; done
 #   ...the calls...;  mv /tmp/models-aside/*.pth models/ && git status --short models/
