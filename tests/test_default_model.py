@@ -126,14 +126,10 @@ def test_eval_without_model_scores_the_default(built, tmp_path):
     """`edgetrack eval` with neither --model nor --tracker runs the default model's bundle: the
     results folder records that bundle, and its boxes are those of Tracker() on the same frames."""
     from edgetrack.tracker import Tracker
-    from tests.conftest import moving_square_frames
+    from tests.test_evaluation import make_moving_square
 
-    frames, boxes = moving_square_frames(12)
+    boxes = make_moving_square(tmp_path / "ds", "sq0", seed=0, n=12)
     seq = tmp_path / "ds" / "sq0"
-    (seq / "img").mkdir(parents=True)
-    for i, f in enumerate(frames):
-        cv2.imwrite(str(seq / "img" / f"{i + 1:08d}.jpg"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
-    np.savetxt(seq / "groundtruth.txt", boxes, fmt="%d", delimiter=",")
     exe = Path(sys.executable).with_name("edgetrack")
     env = {**__import__("os").environ, "EDGETRACK_CACHE": str(built.parents[1])}
     res = tmp_path / "res"
@@ -145,7 +141,7 @@ def test_eval_without_model_scores_the_default(built, tmp_path):
     assert recorded["kind"] == "model" and Path(recorded["bundle"]) == Path(built).resolve()
     got = np.loadtxt(res / "sq0.txt", delimiter=",")
     # the reference: Tracker() on the frames as the dataset stores them (JPEG-decoded)
-    read = [cv2.cvtColor(cv2.imread(str(seq / "img" / f"{i + 1:08d}.jpg")), cv2.COLOR_BGR2RGB) for i in range(len(frames))]
+    read = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in sorted((seq / "img").iterdir())]
     tracker = Tracker(built)
     tracker.init(read[0], tuple(boxes[0]))
     want = [tuple(boxes[0])] + [tracker.track(f)[0] for f in read[1:]]
